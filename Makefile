@@ -1,0 +1,53 @@
+# chainfs: `make demo` and `make test` are the two commands a new user types.
+# Both install what is missing (Debian packages, npm packages) and build first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+# Debian packages: libfuse2 for fuse-native, fuse3 for fusermount (unmount),
+# qemu-utils (qemu-img/qemu-io: the oracle in tests), e2fsprogs (mkfs.ext4 -d).
+APT_PKGS := libfuse2 fuse3 qemu-utils e2fsprogs
+# Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, hyperfine.
+BENCH_APT_PKGS := qemu-system-common fio
+NATIVE := native/build/Release/chainfs_native.node
+SIZE ?= 4G
+
+.PHONY: setup setup-bench build test demo bench clean
+
+setup: .make/apt node_modules/.package-lock.json
+
+.make/apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p .make && touch $@
+
+setup-bench: setup
+	@missing=$$(for p in $(BENCH_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+node_modules/.package-lock.json: package-lock.json package.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+$(NATIVE): native/chainfs_native.cc native/binding.gyp node_modules/.package-lock.json
+	cd native && ../node_modules/.bin/node-gyp rebuild --nodedir=/usr >/dev/null
+
+build: setup $(NATIVE)
+	node_modules/.bin/tsc -p tsconfig.json
+
+test: build
+	node_modules/.bin/vitest run
+
+demo: build
+	bash scripts/demo.sh
+
+bench: build setup-bench
+	node dist/bench/run.js --size $(SIZE)
+
+clean:
+	rm -rf dist native/build .make

@@ -1,0 +1,134 @@
+// The few syscalls Node's fs lacks. Each function is a thin, synchronous
+// wrapper: arguments are checked, errors come back as JS exceptions carrying
+// `code` (e.g. "EBADF") and `syscall`, like Node's own fs errors.
+#include <napi.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+namespace {
+
+Napi::Value Throw(Napi::Env env, int err, const char* syscall) {
+  Napi::Error e = Napi::Error::New(env, std::string(syscall) + ": " + strerror(err));
+  const char* code = "EIO";
+  switch (err) {
+    case EBADF: code = "EBADF"; break;
+    case EINVAL: code = "EINVAL"; break;
+    case ENXIO: code = "ENXIO"; break;
+    case EIO: code = "EIO"; break;
+    case ENOSPC: code = "ENOSPC"; break;
+    case EOPNOTSUPP: code = "EOPNOTSUPP"; break;
+    case EXDEV: code = "EXDEV"; break;
+    case EFBIG: code = "EFBIG"; break;
+    case EISDIR: code = "EISDIR"; break;
+    case EPERM: code = "EPERM"; break;
+    case EACCES: code = "EACCES"; break;
+    case EAGAIN: code = "EAGAIN"; break;
+    case ENOSYS: code = "ENOSYS"; break;
+    case EOVERFLOW: code = "EOVERFLOW"; break;
+    case ESPIPE: code = "ESPIPE"; break;
+    default: break;
+  }
+  e.Set("code", Napi::String::New(env, code));
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool Args(const Napi::CallbackInfo& info, size_t n) {
+  if (info.Length() < n) {
+    Napi::TypeError::New(info.Env(), "wrong number of arguments").ThrowAsJavaScriptException();
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!info[i].IsNumber() && !info[i].IsBuffer()) {
+      Napi::TypeError::New(info.Env(), "bad argument").ThrowAsJavaScriptException();
+      return false;
+    }
+  }
+  return true;
+}
+
+int64_t I64(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
+
+// lseek(fd, offset, whence) for SEEK_DATA / SEEK_HOLE; ENXIO (no more data,
+// or offset past EOF) is returned as -1 instead of thrown.
+Napi::Value Seek(const Napi::CallbackInfo& info, int whence, const char* name) {
+  if (!Args(info, 2)) return info.Env().Undefined();
+  off_t r = lseek(static_cast<int>(I64(info[0])), static_cast<off_t>(I64(info[1])), whence);
+  if (r < 0) {
+    if (errno == ENXIO) return Napi::Number::New(info.Env(), -1);
+    return Throw(info.Env(), errno, name);
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+Napi::Value SeekData(const Napi::CallbackInfo& info) { return Seek(info, SEEK_DATA, "lseek(SEEK_DATA)"); }
+Napi::Value SeekHole(const Napi::CallbackInfo& info) { return Seek(info, SEEK_HOLE, "lseek(SEEK_HOLE)"); }
+
+// copyFileRange(fdIn, offIn, fdOut, offOut, len) -> bytes copied (may be short; 0 at EOF).
+Napi::Value CopyFileRange(const Napi::CallbackInfo& info) {
+  if (!Args(info, 5)) return info.Env().Undefined();
+  loff_t in = I64(info[1]);
+  loff_t out = I64(info[3]);
+  ssize_t r;
+  do {
+    r = copy_file_range(static_cast<int>(I64(info[0])), &in, static_cast<int>(I64(info[2])), &out,
+                        static_cast<size_t>(I64(info[4])), 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Throw(info.Env(), errno, "copy_file_range");
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+// punchHole(fd, offset, len): deallocate, keeping the file size.
+Napi::Value PunchHole(const Napi::CallbackInfo& info) {
+  if (!Args(info, 3)) return info.Env().Undefined();
+  if (fallocate(static_cast<int>(I64(info[0])), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>(I64(info[1])), static_cast<off_t>(I64(info[2]))) < 0)
+    return Throw(info.Env(), errno, "fallocate(PUNCH_HOLE)");
+  return info.Env().Undefined();
+}
+
+// preadNoWait(fd, buf, bufOffset, length, position) -> bytes read, or -1 when
+// the data is not in the page cache (RWF_NOWAIT would block). Lets a caller
+// serve cached data synchronously and send only cold reads elsewhere.
+Napi::Value PreadNoWait(const Napi::CallbackInfo& info) {
+  if (info.Length() < 5 || !info[1].IsBuffer()) {
+    Napi::TypeError::New(info.Env(), "bad arguments").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+  int64_t off = I64(info[2]);
+  int64_t len = I64(info[3]);
+  if (off < 0 || len < 0 || static_cast<uint64_t>(off + len) > buf.Length()) {
+    Napi::RangeError::New(info.Env(), "buffer range out of bounds").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  struct iovec iov = {buf.Data() + off, static_cast<size_t>(len)};
+  ssize_t r;
+  do {
+    r = preadv2(static_cast<int>(I64(info[0])), &iov, 1, static_cast<off_t>(I64(info[4])), RWF_NOWAIT);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno == EAGAIN || errno == EOPNOTSUPP) return Napi::Number::New(info.Env(), -1);
+    return Throw(info.Env(), errno, "preadv2");
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("seekData", Napi::Function::New(env, SeekData));
+  exports.Set("seekHole", Napi::Function::New(env, SeekHole));
+  exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange));
+  exports.Set("punchHole", Napi::Function::New(env, PunchHole));
+  exports.Set("preadNoWait", Napi::Function::New(env, PreadNoWait));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(chainfs_native, Init)

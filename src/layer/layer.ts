@@ -1,0 +1,54 @@
+/**
+ * The one interface every layer implements, QEMU block-status style.
+ *
+ * A layer answers only for itself: where it has nothing it says `absent`
+ * ("ask the layer below"), never `zero`. `zero` means the layer itself says
+ * the bytes are zero there (a qcow2 zero cluster, a hole in a backing image,
+ * the area past a backing image's end).
+ */
+export type RunKind = 'data' | 'zero' | 'absent';
+
+/** The engine's mapping unit (VolumeSectorSize): one owner per 4 KiB block. */
+export const BLOCK_SIZE = 4096;
+
+export interface BlockStatus {
+  kind: RunKind;
+  /** Bytes from the asked offset that share `kind`; >= 1, and may exceed the asked length. */
+  length: number;
+}
+
+export interface Layer {
+  /** File name for display and errors (e.g. `volume-snap-s1.img`). */
+  readonly name: string;
+  /** Path the layer was opened from. */
+  readonly path: string;
+  /** The layer's (virtual) size in bytes. */
+  readonly size: number;
+  /** Bytes actually allocated on disk (st_blocks * 512), for display. */
+  readonly allocatedBytes: number;
+
+  /**
+   * The run starting at `offset`. `length` is a hint: the answer may be
+   * shorter or, where it is free to know, longer. Runs of `data` are whole
+   * 4 KiB blocks for chain files (the engine's granularity).
+   */
+  blockStatus(offset: number, length: number): BlockStatus;
+
+  /**
+   * Fills `buf[bufOffset, bufOffset+length)` with the layer's bytes at
+   * `position`. Bytes at or beyond `size` read as zeros. Throws
+   * LayerReadError on I/O errors or corrupt data.
+   */
+  read(buf: Buffer, bufOffset: number, length: number, position: number): void;
+
+  close(): void;
+}
+
+export function alignDown(n: number, a = BLOCK_SIZE): number {
+  return n - (n % a);
+}
+
+export function alignUp(n: number, a = BLOCK_SIZE): number {
+  const r = n % a;
+  return r === 0 ? n : n + (a - r);
+}
