@@ -3,8 +3,6 @@ import type { Layer } from '../layer/layer';
 /**
  * One resolved run of a view: `length` bytes at `offset` whose content comes
  * from `layer` at the same offset, or are zeros when `layer` is null.
- * `allocated` tells a zero run that some layer said "zero" (e.g. a qcow2
- * zero cluster, a backing image's hole) from one where no layer had anything.
  */
 export interface ResolvedRun {
   offset: number;
