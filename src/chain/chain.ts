@@ -1,0 +1,142 @@
+/**
+ * A stack of layers seen as one flat image, resolved the way Longhorn's engine
+ * does on a fresh open: for each 4 KiB block, the topmost layer that says
+ * `data` (or `zero`) owns it; `absent` defers to the layer below; where no
+ * layer has anything the block reads as zeros.
+ *
+ * Resolution is lazy and cached per region: nothing is scanned at open, and a
+ * region's resolved runs are kept in a bounded LRU (lru-cache). A region
+ * costs one SEEK_DATA/SEEK_HOLE pair per layer that has extents in it (layers
+ * with none are skipped by their memo), so the first read of a 4 MiB region
+ * of a 250-layer chain costs about 250 syscalls (~0.3 ms); memory is about
+ * 80 bytes per cached run, bounded by `cacheBytes` whatever the volume size.
+ */
+import { LRUCache } from 'lru-cache';
+import type { Layer } from '../layer/layer';
+import type { ImageSource, ResolvedRun } from './source';
+
+/** Resolution unit. 4 MiB: 512 Ki regions for a 2 TiB volume, ~25 reads of 128 KiB each. */
+export const REGION_SIZE = 4 << 20;
+const RUN_COST = 80;
+const REGION_COST = 200;
+
+export interface ChainOptions {
+  /** Byte budget of the resolved-run cache (default 64 MiB). */
+  cacheBytes?: number;
+}
+
+export class Chain implements ImageSource {
+  /** Top (newest) first; the bottom may be a backing image. */
+  readonly layers: readonly Layer[];
+  readonly size: number;
+  private readonly cache: LRUCache<number, ResolvedRun[]>;
+
+  constructor(layers: Layer[], size: number, opts: ChainOptions = {}) {
+    this.layers = layers;
+    this.size = size;
+    this.cache = new LRUCache<number, ResolvedRun[]>({
+      maxSize: Math.max(opts.cacheBytes ?? 64 << 20, 1 << 20),
+      sizeCalculation: (runs) => REGION_COST + runs.length * RUN_COST,
+    });
+  }
+
+  /** Forget every cached resolution (e.g. after the head changed on disk). */
+  invalidate(): void {
+    this.cache.clear();
+  }
+
+  runs(offset: number, length: number): ResolvedRun[] {
+    const end = Math.min(offset + length, this.size);
+    const out: ResolvedRun[] = [];
+    let pos = Math.max(0, offset);
+    while (pos < end) {
+      const regionStart = pos - (pos % REGION_SIZE);
+      const region = this.region(regionStart);
+      for (const r of region) {
+        const rEnd = r.offset + r.length;
+        if (rEnd <= pos) continue;
+        if (r.offset >= end) break;
+        const s = Math.max(r.offset, pos);
+        const e = Math.min(rEnd, end);
+        const prev = out[out.length - 1];
+        if (prev && prev.layer === r.layer && prev.offset + prev.length === s) prev.length += e - s;
+        else out.push({ offset: s, length: e - s, layer: r.layer });
+      }
+      pos = Math.min(regionStart + REGION_SIZE, end);
+    }
+    return out;
+  }
+
+  /**
+   * The hot path (FUSE reads, cat): walks the cached runs without building a
+   * new list and reads each piece straight into `buf`.
+   */
+  read(buf: Buffer, bufOffset: number, length: number, position: number): void {
+    const end = position + length;
+    let pos = position;
+    while (pos < end) {
+      const regionStart = pos - (pos % REGION_SIZE);
+      const region = this.region(regionStart);
+      const before = pos;
+      for (let i = findRun(region, pos); i < region.length && pos < end; i++) {
+        const r = region[i];
+        const n = Math.min(r.offset + r.length, end) - pos;
+        const at = bufOffset + (pos - position);
+        if (r.layer) r.layer.read(buf, at, n, pos);
+        else buf.fill(0, at, at + n);
+        pos += n;
+      }
+      if (pos < end && pos >= this.size) { // past the view's end: zeros (callers clip first)
+        buf.fill(0, bufOffset + (pos - position), bufOffset + length);
+        return;
+      }
+      if (pos === before) throw new Error(`chain: no run covers offset ${pos}`); // a bug, not bad input
+    }
+  }
+
+  private region(start: number): ResolvedRun[] {
+    let runs = this.cache.get(start);
+    if (!runs) {
+      runs = [];
+      const end = Math.min(start + REGION_SIZE, this.size);
+      if (start < end) this.resolve(0, start, end, runs);
+      this.cache.set(start, runs);
+    }
+    return runs;
+  }
+
+  /** Resolves [start, end) from layer `i` down, appending merged runs to `out`. */
+  private resolve(i: number, start: number, end: number, out: ResolvedRun[]): void {
+    if (i === this.layers.length) {
+      push(out, start, end - start, null);
+      return;
+    }
+    const layer = this.layers[i];
+    let pos = start;
+    while (pos < end) {
+      const st = layer.blockStatus(pos, end - pos);
+      const n = Math.min(Math.max(st.length, 1), end - pos);
+      if (st.kind === 'absent') this.resolve(i + 1, pos, pos + n, out);
+      else push(out, pos, n, st.kind === 'data' ? layer : null);
+      pos += n;
+    }
+  }
+}
+
+function push(out: ResolvedRun[], offset: number, length: number, layer: Layer | null): void {
+  const prev = out[out.length - 1];
+  if (prev && prev.layer === layer && prev.offset + prev.length === offset) prev.length += length;
+  else out.push({ offset, length, layer });
+}
+
+/** Index of the run containing `pos` (binary search; regions hold few runs). */
+function findRun(runs: ResolvedRun[], pos: number): number {
+  let lo = 0;
+  let hi = runs.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (runs[mid].offset <= pos) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}

@@ -1,0 +1,28 @@
+/** The chainfs command line: one file per command, wired here. */
+import { Command, CommanderError } from 'commander';
+import { catCommand } from './cat';
+import { EXIT_USAGE, fail } from './common';
+import { inspectCommand } from './inspect';
+import { mapCommand } from './map';
+
+export function program(): Command {
+  const p = new Command('chainfs')
+    .description('Read Longhorn v1 replica chains offline: inspect, map, cat, mount, export')
+    .version(require('../../package.json').version)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const c of [inspectCommand(), mapCommand(), catCommand()]) p.addCommand(c.exitOverride());
+  return p;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version exit 0; usage errors exit 2 (commander already printed the message)
+      process.exit(e.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    fail(e);
+  }
+}

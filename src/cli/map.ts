@@ -1,0 +1,62 @@
+/**
+ * `chainfs map DIR`: the view's resolved runs, in the shape of
+ * `qemu-img map --output=json` plus the owning layer's file name. Streams
+ * region by region, so a 2 TiB view needs no more memory than a small one.
+ */
+import { Command } from 'commander';
+import { REGION_SIZE } from '../chain/chain';
+import type { ResolvedRun } from '../chain/source';
+import { action, addReplicaOptions, openLayers, snapshotOption, type ReplicaOptions } from './common';
+import { formatBytes } from './format';
+
+const STEP = 64 * REGION_SIZE;
+
+export function mapCommand(): Command {
+  return addReplicaOptions(new Command('map'))
+    .description("list the view's runs: which layer each byte range comes from")
+    .argument('<dir>', 'Longhorn replica directory')
+    .addOption(snapshotOption())
+    .option('--json', 'JSON like qemu-img map --output=json, plus "file"')
+    .action(action((dir: string, opts: ReplicaOptions & { snapshot?: string; json?: boolean }) => {
+      const layers = openLayers(dir, opts);
+      try {
+        const view = layers.view(opts.snapshot);
+        const depth = new Map(view.chain.layers.map((l, i) => [l, i]));
+        const out: string[] = [];
+        const flush = () => { if (out.length) process.stdout.write(`${out.join('')}`); out.length = 0; };
+        if (opts.json) out.push('[');
+        else out.push(`${'OFFSET'.padEnd(16)}${'LENGTH'.padEnd(16)}${'DATA'.padEnd(6)}FILE\n`);
+        let first = true;
+        let pending: ResolvedRun | undefined;
+        const emit = (r: ResolvedRun) => {
+          if (opts.json) {
+            const e = {
+              start: r.offset, length: r.length, depth: r.layer ? depth.get(r.layer) : view.chain.layers.length,
+              present: r.layer !== null, zero: r.layer === null, data: r.layer !== null,
+              file: r.layer ? r.layer.name : null,
+            };
+            out.push(`${first ? '' : ',\n'}${JSON.stringify(e)}`);
+          } else {
+            out.push(`${`0x${r.offset.toString(16)}`.padEnd(16)}${formatBytes(r.length).padEnd(16)}${(r.layer ? 'yes' : 'zero').padEnd(6)}${r.layer ? r.layer.name : '-'}\n`);
+          }
+          first = false;
+        };
+        for (let pos = 0; pos < view.size; pos += STEP) {
+          for (const r of view.chain.runs(pos, STEP)) {
+            if (pending && pending.layer === r.layer && pending.offset + pending.length === r.offset) {
+              pending.length += r.length;
+            } else {
+              if (pending) emit(pending);
+              pending = { ...r };
+            }
+          }
+          if (out.length > 4096) flush();
+        }
+        if (pending) emit(pending);
+        if (opts.json) out.push(']\n');
+        flush();
+      } finally {
+        layers.close();
+      }
+    }));
+}

@@ -1,0 +1,100 @@
+/**
+ * A chain member: a sparse raw file (`volume-head-NNN.img`, `volume-snap-X.img`).
+ * Its allocation is its metadata: an allocated extent is `data` even when it
+ * holds zeros, a hole is `absent` (look below), and so is everything at or
+ * past the file's size. Extents come from SEEK_DATA/SEEK_HOLE, rounded
+ * outward to 4 KiB as the engine's FIEMAP map is.
+ */
+import * as fs from 'node:fs';
+import { LayerReadError } from '../errors';
+import { native } from '../native';
+import { alignDown, alignUp, type BlockStatus, type Layer } from './layer';
+
+export class SparseFileLayer implements Layer {
+  readonly name: string;
+  readonly path: string;
+  readonly size: number;
+  readonly allocatedBytes: number;
+  readonly fd: number;
+  /** Blocks at or past this offset are absent (the file's size rounded up to 4 KiB). */
+  private readonly end: number;
+  // A one-entry memo of the last answer, so that sequential lookups (and the
+  // many empty layers of a long chain) cost no syscall: [from, to) is known
+  // to be all absent or all data.
+  private memoFrom = 0;
+  private memoTo = 0;
+  private memoKind: 'data' | 'absent' = 'absent';
+
+  constructor(fd: number, path: string, name: string, st: fs.Stats) {
+    this.fd = fd;
+    this.path = path;
+    this.name = name;
+    this.size = st.size;
+    this.allocatedBytes = st.blocks * 512;
+    this.end = alignUp(st.size);
+  }
+
+  blockStatus(offset: number, length: number): BlockStatus {
+    if (offset >= this.end) return { kind: 'absent', length: Math.max(length, 1) };
+    if (offset >= this.memoFrom && offset < this.memoTo) {
+      return { kind: this.memoKind, length: this.memoTo - offset };
+    }
+    const from = alignDown(offset);
+    let data: number;
+    try {
+      data = native.seekData(this.fd, from);
+    } catch (e) {
+      throw new LayerReadError(this.path, `cannot map extents (${(e as Error).message})`);
+    }
+    if (data < 0 || alignDown(data) >= this.end) {
+      return this.remember(offset, this.end, 'absent');
+    }
+    const dataStart = alignDown(data);
+    if (dataStart > offset) return this.remember(offset, dataStart, 'absent');
+    let hole: number;
+    try {
+      hole = native.seekHole(this.fd, data);
+    } catch (e) {
+      throw new LayerReadError(this.path, `cannot map extents (${(e as Error).message})`);
+    }
+    // The file may have shrunk between the two calls: -1 means past EOF.
+    const dataEnd = Math.min(alignUp(hole < 0 ? data + 1 : hole), this.end);
+    return this.remember(offset, dataEnd, 'data');
+  }
+
+  private remember(offset: number, to: number, kind: 'data' | 'absent'): BlockStatus {
+    this.memoFrom = alignDown(offset);
+    this.memoTo = to;
+    this.memoKind = kind;
+    return { kind, length: to - offset };
+  }
+
+  read(buf: Buffer, bufOffset: number, length: number, position: number): void {
+    readFully(this.fd, this.path, this.size, buf, bufOffset, length, position);
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * pread until `length` bytes are in `buf`; bytes at or past `size` are zeros.
+ * A file that is shorter than it was at open time reads zeros too, but that
+ * is only possible for a live head, which the mount daemon watches.
+ */
+export function readFully(fd: number, path: string, size: number, buf: Buffer, bufOffset: number,
+  length: number, position: number): void {
+  const inFile = Math.max(0, Math.min(length, size - position));
+  let done = 0;
+  try {
+    while (done < inFile) {
+      const n = fs.readSync(fd, buf, bufOffset + done, inFile - done, position + done);
+      if (n === 0) break;
+      done += n;
+    }
+  } catch (e) {
+    throw new LayerReadError(path, `read at offset ${position + done} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
+}
