@@ -67,14 +67,47 @@ export class Chain implements ImageSource {
     return out;
   }
 
-  /**
-   * The hot path (FUSE reads, cat): walks the cached runs without building a
-   * new list and reads each piece straight into `buf`.
-   */
+  /** Fills buf[bufOffset, bufOffset+length) with the view's bytes at `position`. */
   read(buf: Buffer, bufOffset: number, length: number, position: number): void {
+    this.walk(buf, bufOffset, length, position, readPiece);
+  }
+
+  /**
+   * The same, from the page cache only: false (buffer contents unspecified)
+   * if some piece would block on the disk. The FUSE daemon serves hot reads
+   * with this synchronously and sends only cold ones to `readAsync`.
+   */
+  readNoWait(buf: Buffer, bufOffset: number, length: number, position: number): boolean {
+    return this.walk(buf, bufOffset, length, position, readPieceNoWait);
+  }
+
+  /** The same on the libuv thread pool; pieces from different layers run in parallel. */
+  async readAsync(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (const r of this.runs(position, length)) {
+      const at = bufOffset + (r.offset - position);
+      if (!r.layer) buf.fill(0, at, at + r.length);
+      else if (r.layer.readAsync) pending.push(r.layer.readAsync(buf, at, r.length, r.offset));
+      else r.layer.read(buf, at, r.length, r.offset);
+    }
+    const end = Math.min(position + length, this.size);
+    if (end < position + length) buf.fill(0, bufOffset + Math.max(0, end - position), bufOffset + length);
+    await Promise.all(pending);
+  }
+
+  /**
+   * Walks the cached runs of [position, position+length) without building a
+   * list (the hot path allocates nothing) and hands each layer piece to
+   * `piece`; zero runs are filled here. Stops early when `piece` says false.
+   */
+  private walk(buf: Buffer, bufOffset: number, length: number, position: number, piece: PieceReader): boolean {
     const end = position + length;
     let pos = position;
     while (pos < end) {
+      if (pos >= this.size) { // past the view's end: zeros (callers normally clip first)
+        buf.fill(0, bufOffset + (pos - position), bufOffset + length);
+        return true;
+      }
       const regionStart = pos - (pos % REGION_SIZE);
       const region = this.region(regionStart);
       const before = pos;
@@ -82,16 +115,13 @@ export class Chain implements ImageSource {
         const r = region[i];
         const n = Math.min(r.offset + r.length, end) - pos;
         const at = bufOffset + (pos - position);
-        if (r.layer) r.layer.read(buf, at, n, pos);
-        else buf.fill(0, at, at + n);
+        if (!r.layer) buf.fill(0, at, at + n);
+        else if (!piece(r.layer, buf, at, n, pos)) return false;
         pos += n;
-      }
-      if (pos < end && pos >= this.size) { // past the view's end: zeros (callers clip first)
-        buf.fill(0, bufOffset + (pos - position), bufOffset + length);
-        return;
       }
       if (pos === before) throw new Error(`chain: no run covers offset ${pos}`); // a bug, not bad input
     }
+    return true;
   }
 
   private region(start: number): ResolvedRun[] {
@@ -122,6 +152,19 @@ export class Chain implements ImageSource {
     }
   }
 }
+
+type PieceReader = (layer: Layer, buf: Buffer, at: number, n: number, pos: number) => boolean;
+
+const readPiece: PieceReader = (layer, buf, at, n, pos) => {
+  layer.read(buf, at, n, pos);
+  return true;
+};
+
+const readPieceNoWait: PieceReader = (layer, buf, at, n, pos) => {
+  if (layer.readNoWait) return layer.readNoWait(buf, at, n, pos);
+  layer.read(buf, at, n, pos);
+  return true;
+};
 
 function push(out: ResolvedRun[], offset: number, length: number, layer: Layer | null): void {
   const prev = out[out.length - 1];

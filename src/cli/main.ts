@@ -4,6 +4,7 @@ import { catCommand } from './cat';
 import { EXIT_USAGE, fail } from './common';
 import { inspectCommand } from './inspect';
 import { mapCommand } from './map';
+import { mountCommand, umountCommand } from './mount';
 
 export function program(): Command {
   const p = new Command('chainfs')
@@ -11,7 +12,7 @@ export function program(): Command {
     .version(require('../../package.json').version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const c of [inspectCommand(), mapCommand(), catCommand()]) p.addCommand(c.exitOverride());
+  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand()]) p.addCommand(c.exitOverride());
   return p;
 }
 

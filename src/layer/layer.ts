@@ -41,6 +41,16 @@ export interface Layer {
    */
   read(buf: Buffer, bufOffset: number, length: number, position: number): void;
 
+  /**
+   * Like `read`, but only from the page cache: returns false (buffer
+   * contents then unspecified) where the read would block on the disk.
+   * Layers without it are read synchronously.
+   */
+  readNoWait?(buf: Buffer, bufOffset: number, length: number, position: number): boolean;
+
+  /** Like `read`, on the libuv thread pool: for reads that would block. */
+  readAsync?(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void>;
+
   close(): void;
 }
 

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { LayerReadError } from '../errors';
 import { native } from '../native';
 import { type BlockStatus, type Layer } from './layer';
-import { readFully } from './sparse-file';
+import { readCached, readFully, readFullyAsync } from './sparse-file';
 
 export class RawImageLayer implements Layer {
   readonly name: string;
@@ -41,6 +41,14 @@ export class RawImageLayer implements Layer {
 
   read(buf: Buffer, bufOffset: number, length: number, position: number): void {
     readFully(this.fd, this.path, this.size, buf, bufOffset, length, position);
+  }
+
+  readNoWait(buf: Buffer, bufOffset: number, length: number, position: number): boolean {
+    return readCached(this.fd, this.path, this.size, buf, bufOffset, length, position);
+  }
+
+  readAsync(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+    return readFullyAsync(this.fd, this.path, this.size, buf, bufOffset, length, position);
   }
 
   close(): void {

@@ -16,6 +16,8 @@ export class SparseFileLayer implements Layer {
   readonly size: number;
   readonly allocatedBytes: number;
   readonly fd: number;
+  /** mtime at open: a chain file whose size or mtime moves is being written to. */
+  readonly mtimeMs: number;
   /** Blocks at or past this offset are absent (the file's size rounded up to 4 KiB). */
   private readonly end: number;
   // A one-entry memo of the last answer, so that sequential lookups (and the
@@ -31,6 +33,7 @@ export class SparseFileLayer implements Layer {
     this.name = name;
     this.size = st.size;
     this.allocatedBytes = st.blocks * 512;
+    this.mtimeMs = st.mtimeMs;
     this.end = alignUp(st.size);
   }
 
@@ -73,6 +76,26 @@ export class SparseFileLayer implements Layer {
     readFully(this.fd, this.path, this.size, buf, bufOffset, length, position);
   }
 
+  readNoWait(buf: Buffer, bufOffset: number, length: number, position: number): boolean {
+    return readCached(this.fd, this.path, this.size, buf, bufOffset, length, position);
+  }
+
+  readAsync(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+    return readFullyAsync(this.fd, this.path, this.size, buf, bufOffset, length, position);
+  }
+
+  /** Why the file no longer looks as it did at open (size or mtime moved), or undefined. */
+  changed(): string | undefined {
+    try {
+      const st = fs.fstatSync(this.fd);
+      if (st.size !== this.size) return `size changed from ${this.size} to ${st.size}`;
+      if (st.mtimeMs !== this.mtimeMs) return 'modified (mtime changed)';
+      return undefined;
+    } catch (e) {
+      return `cannot stat: ${(e as Error).message}`;
+    }
+  }
+
   close(): void {
     fs.closeSync(this.fd);
   }
@@ -97,4 +120,48 @@ export function readFully(fd: number, path: string, size: number, buf: Buffer, b
     throw new LayerReadError(path, `read at offset ${position + done} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
+}
+
+/** readFully from the page cache only (preadv2 RWF_NOWAIT); false if any part would block. */
+export function readCached(fd: number, path: string, size: number, buf: Buffer, bufOffset: number,
+  length: number, position: number): boolean {
+  const inFile = Math.max(0, Math.min(length, size - position));
+  let done = 0;
+  while (done < inFile) {
+    let n: number;
+    try {
+      n = native.preadNoWait(fd, buf, bufOffset + done, inFile - done, position + done);
+    } catch (e) {
+      throw new LayerReadError(path, `read at offset ${position + done} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    if (n < 0) return false;
+    if (n === 0) break;
+    done += n;
+  }
+  if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
+  return true;
+}
+
+/** readFully on the libuv thread pool. */
+export function readFullyAsync(fd: number, path: string, size: number, buf: Buffer, bufOffset: number,
+  length: number, position: number): Promise<void> {
+  const inFile = Math.max(0, Math.min(length, size - position));
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const next = (err: NodeJS.ErrnoException | null, n: number) => {
+      if (err) {
+        reject(new LayerReadError(path, `read at offset ${position + done} failed: ${err.code ?? err.message}`));
+        return;
+      }
+      done += n;
+      if (n > 0 && done < inFile) {
+        fs.read(fd, buf, bufOffset + done, inFile - done, position + done, next);
+        return;
+      }
+      if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
+      resolve();
+    };
+    if (inFile === 0) next(null, 0);
+    else fs.read(fd, buf, bufOffset, inFile, position, next);
+  });
 }

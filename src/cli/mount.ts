@@ -1,0 +1,200 @@
+/**
+ * `chainfs mount DIR MOUNTPOINT` and `chainfs umount MOUNTPOINT`, following
+ * sshfs/squashfuse conventions: without -f the command returns once the
+ * mount is ready and readable, leaving a daemon behind; with -f it stays in
+ * the foreground and logs to stderr. SIGINT/SIGTERM unmount and exit.
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, Option } from 'commander';
+import { ChainfsError } from '../errors';
+import { MountDaemon } from '../fuse/daemon';
+import { Log } from '../fuse/log';
+import {
+  absoluteMountPoint, defaultLogPath, fusermount, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
+  removeRecord, writeRecord,
+} from '../fuse/mountpoint';
+import { action, addReplicaOptions, openLayers, warn, type ReplicaOptions } from './common';
+
+interface MountOptions extends ReplicaOptions {
+  foreground?: boolean;
+  cacheMb: number;
+  allowOther?: boolean;
+  debug?: boolean;
+  log?: string;
+  readyFd?: number;
+}
+
+export function mountCommand(): Command {
+  return addReplicaOptions(new Command('mount'))
+    .description('mount every view of a replica as flat read-only image files (FUSE)')
+    .argument('<dir>', 'Longhorn replica directory')
+    .argument('<mountpoint>', 'an existing empty directory')
+    .option('-f, --foreground', 'stay in the foreground and log to stderr')
+    .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', parsePositive, 64)
+    .option('--allow-other', 'let other users read the images (file modes follow the replica; needs user_allow_other for non-root)')
+    .option('--debug', 'log every FUSE request (implies -f output)')
+    .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs)')
+    .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(Number).hideHelp())
+    .action(action((dir: string, mp: string, opts: MountOptions) => mount(dir, mp, opts)));
+}
+
+export function umountCommand(): Command {
+  return new Command('umount')
+    .alias('unmount')
+    .description('unmount a chainfs mount and wait for its daemon to exit (also clears a stale mount)')
+    .argument('<mountpoint>')
+    .option('-l, --lazy', 'detach now even if busy; the daemon exits when the last user is gone')
+    .action(action((mp: string, opts: { lazy?: boolean }) => umount(mp, !!opts.lazy)));
+}
+
+function parsePositive(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new ChainfsError(undefined, `--cache-mb must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Checks that can fail before any daemon exists, with one clear line each. */
+function checkMountPoint(mp: string): void {
+  if (isStale(mp)) {
+    // A daemon died and left "Transport endpoint is not connected": clear it.
+    const r = fusermount(['-uz', mp]);
+    if (!r.ok) throw new ChainfsError(mp, `stale FUSE mount could not be cleared: ${r.message}`);
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(mp);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ChainfsError(mp, code === 'ENOENT' ? 'mount point does not exist (create it with mkdir)' : `mount point: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new ChainfsError(mp, 'mount point is not a directory');
+  if (mountAt(absoluteMountPoint(mp))) throw new ChainfsError(mp, 'mount point is busy: something is already mounted there');
+  try {
+    fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    throw new ChainfsError('/dev/fuse', 'not available: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse');
+  }
+}
+
+async function mount(dir: string, mountPoint: string, opts: MountOptions): Promise<void> {
+  const mp = absoluteMountPoint(mountPoint);
+  if (!opts.foreground && opts.readyFd === undefined) return background(dir, mp, opts);
+
+  checkMountPoint(mp);
+  const layers = openLayers(dir, opts, opts.readyFd !== undefined);
+  layers.backing(); // open the backing image now: its errors belong to mount
+  const logFd = opts.log ? fs.openSync(opts.log, 'a') : 2;
+  const log = new Log(logFd, opts.debug);
+  for (const w of layers.replica.warnings) log.info(`warning: ${w}`);
+  const daemon = new MountDaemon(layers, mp, {
+    cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
+  });
+  try {
+    await daemon.mount();
+  } catch (e) {
+    throw new ChainfsError(mp, `mount failed: ${(e as Error).message}${process.getuid?.() !== 0 ? ' (not root: is fusermount allowed?)' : ''}`);
+  }
+  writeRecord(mp, { pid: process.pid, replica: layers.replica.dir, log: opts.log ?? '' });
+  let exiting = false;
+  const exit = async (why: string, code: number) => {
+    if (exiting) return;
+    exiting = true;
+    log.info(`${why}: unmounting ${mp}`);
+    await daemon.unmount();
+    removeRecord(mp, process.pid);
+    layers.close();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void exit('SIGINT', 0));
+  process.on('SIGTERM', () => void exit('SIGTERM', 0));
+  process.on('SIGHUP', () => void exit('SIGHUP', 0));
+  daemon.onExternalUnmount = () => void exit('unmounted', 0);
+  log.info(`mounted ${layers.replica.dir} on ${mp}`);
+
+  // Tell the waiting parent that the mount is readable (an async stat: this
+  // process serves it).
+  if (opts.readyFd !== undefined) {
+    await fs.promises.stat(path.join(mp, 'volume.img'));
+    fs.writeSync(opts.readyFd, 'ok\n');
+    fs.closeSync(opts.readyFd);
+  }
+}
+
+/** Starts the daemon detached and waits until it says the mount is ready (or why not). */
+async function background(dir: string, mp: string, opts: MountOptions): Promise<void> {
+  // Validate in the foreground first, so that errors come out as one line here.
+  checkMountPoint(mp);
+  openLayers(dir, opts).close();
+  const logPath = opts.log ?? defaultLogPath(mp);
+  fs.mkdirSync(path.dirname(logPath), { recursive: true, mode: 0o700 });
+  const logFd = fs.openSync(logPath, 'a');
+  const args = [process.argv[1], 'mount', dir, mp, '--ready-fd', '3', '--log', logPath, '--cache-mb', String(opts.cacheMb)];
+  if (opts.backingFile) args.push('--backing-file', opts.backingFile);
+  if (opts.force) args.push('--force');
+  if (opts.allowOther) args.push('--allow-other');
+  if (opts.debug) args.push('--debug');
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'] });
+  fs.closeSync(logFd);
+  const ready = child.stdio[3] as NodeJS.ReadableStream;
+  let said = '';
+  const result = await new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve('timeout'), 30_000);
+    ready.on('data', (d: Buffer) => {
+      said += d.toString();
+      if (said.includes('\n')) { clearTimeout(timer); resolve('ok'); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); resolve(`exit ${code}`); });
+  });
+  if (result === 'ok') {
+    child.unref();
+    (ready as unknown as { destroy(): void }).destroy();
+    return;
+  }
+  if (result === 'timeout') child.kill('SIGTERM');
+  const tail = lastError(logPath);
+  throw new ChainfsError(mp, `mount failed${tail ? `: ${tail}` : ` (${result}); see ${logPath}`}`);
+}
+
+/** The daemon's last error line, for the one-line message of a failed background mount. */
+function lastError(logPath: string): string | undefined {
+  try {
+    const lines = fs.readFileSync(logPath, 'utf8').trim().split('\n').reverse();
+    const l = lines.find((x) => x.startsWith('chainfs: ') || x.includes(' error: '));
+    return l?.replace(/^chainfs: /, '').replace(/^.* error: /, '');
+  } catch {
+    return undefined;
+  }
+}
+
+async function umount(mountPoint: string, lazy: boolean): Promise<void> {
+  const mp = absoluteMountPoint(mountPoint);
+  const rec = readRecord(mp);
+  const entry = mountAt(mp);
+  if (!entry && !rec) throw new ChainfsError(mp, 'not mounted (no chainfs mount here)');
+  if (entry) {
+    const stale = isStale(mp);
+    const r = fusermount([lazy || stale ? '-uz' : '-u', mp]);
+    if (!r.ok) {
+      const busy = /busy/i.test(r.message);
+      throw new ChainfsError(mp, busy ? 'mount point is busy (a process is using it); close it, or use --lazy' : `unmount failed: ${r.message}`);
+    }
+  }
+  // The daemon notices the unmount by itself within a second; SIGTERM makes
+  // it exit now. A lazy unmount leaves it serving the files still open.
+  if (!lazy && rec && isAlive(rec.pid) && isChainfsDaemon(rec.pid)) {
+    process.kill(rec.pid, 'SIGTERM');
+    if (!(await waitExit(rec.pid, 10_000))) warn(`daemon ${rec.pid} did not exit after SIGTERM`);
+  }
+  if (rec && !isAlive(rec.pid)) removeRecord(mp, rec.pid);
+}
+
+async function waitExit(pid: number, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (isAlive(pid)) {
+    if (Date.now() >= until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
