@@ -193,7 +193,7 @@ export class Qcow2Layer implements Layer {
   private runEnd(from: number, kind: RunKind): number {
     const last = Math.ceil(this.size / this.clusterSize);
     const firstTable = Math.floor((from - 1) / this.l2Entries);
-    let tableRead = this.l1[firstTable] !== 0 ? firstTable : -1; // the caller's cluster loaded it
+    let loadedTable = this.l1[firstTable] !== 0 ? firstTable : -1; // the caller's cluster loaded it
     let c = from;
     while (c < last) {
       const l1Index = Math.floor(c / this.l2Entries);
@@ -203,9 +203,9 @@ export class Qcow2Layer implements Layer {
         c = tableEnd;
         continue;
       }
-      if (l1Index !== tableRead) {
-        if (tableRead !== -1) return c;
-        tableRead = l1Index;
+      if (l1Index !== loadedTable) {
+        if (loadedTable !== -1) return c;
+        loadedTable = l1Index;
       }
       for (; c < tableEnd; c++) {
         this.mapCluster(c, this.next);
@@ -411,7 +411,7 @@ function readL1(fd: number, path: string, fileSize: number, h: Header): Float64A
   if (h.l1Size < needed) throw bad(`L1 table has ${h.l1Size} entries, too few for the virtual size ${h.size} (needs ${needed})`);
   if (h.l1Offset % clusterSize !== 0) throw bad(`L1 table offset ${hex(h.l1Offset)} is not cluster-aligned`);
   if (h.l1Offset + h.l1Size * 8 > fileSize) {
-    throw bad(`L1 table at ${hex(h.l1Offset)} (${h.l1Size} entries) is beyond the end of the file (size ${fileSize})`);
+    throw bad(`L1 table at ${hex(h.l1Offset)} (${h.l1Size * 8} bytes) is beyond the end of the file (size ${fileSize})`);
   }
   const raw = Buffer.allocUnsafe(needed * 8);
   if (readFully(fd, path, raw, 0, raw.length, h.l1Offset) !== raw.length) throw bad('L1 table is cut short');
