@@ -120,12 +120,23 @@ Napi::Value PreadNoWait(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(r));
 }
 
+// setPipeSize(fd, bytes) -> the new pipe capacity, or -1 if fd is not a pipe
+// or the size is not allowed (F_SETPIPE_SZ; unprivileged users are capped
+// at /proc/sys/fs/pipe-max-size). Bigger pipes mean fewer wakeups when
+// streaming an image to another process.
+Napi::Value SetPipeSize(const Napi::CallbackInfo& info) {
+  if (!Args(info, 2)) return info.Env().Undefined();
+  int r = fcntl(static_cast<int>(I64(info[0])), F_SETPIPE_SZ, static_cast<int>(I64(info[1])));
+  return Napi::Number::New(info.Env(), r < 0 ? -1 : r);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("seekData", Napi::Function::New(env, SeekData));
   exports.Set("seekHole", Napi::Function::New(env, SeekHole));
   exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange));
   exports.Set("punchHole", Napi::Function::New(env, PunchHole));
   exports.Set("preadNoWait", Napi::Function::New(env, PreadNoWait));
+  exports.Set("setPipeSize", Napi::Function::New(env, SetPipeSize));
   return exports;
 }
 

@@ -15,6 +15,8 @@ export interface Native {
   punchHole(fd: number, offset: number, length: number): void;
   /** preadv2(RWF_NOWAIT): bytes read, or -1 if the read would block (data not cached). */
   preadNoWait(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): number;
+  /** fcntl(F_SETPIPE_SZ): the new capacity, or -1 if `fd` is not a pipe or the size is refused. */
+  setPipeSize(fd: number, bytes: number): number;
 }
 
 // Loaded from the build tree both when running from dist/ and from src/ (vitest).

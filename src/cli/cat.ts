@@ -5,9 +5,11 @@
  */
 import { Command } from 'commander';
 import { ChainfsError } from '../errors';
+import { native } from '../native';
 import { action, addReplicaOptions, openLayers, snapshotOption, type ReplicaOptions } from './common';
 
 const CHUNK = 1 << 20;
+const PIPE_SIZE = 1 << 20;
 const RING = 4;
 
 export function catCommand(): Command {
@@ -20,6 +22,7 @@ export function catCommand(): Command {
         throw new ChainfsError(undefined, 'refusing to write a binary image to a terminal; redirect stdout (e.g. > volume.raw, | dd of=...)');
       }
       const layers = openLayers(dir, opts);
+      native.setPipeSize(1, PIPE_SIZE); // fewer wakeups when stdout is a pipe; harmless otherwise
       try {
         await stream(layers.view(opts.snapshot).chain, process.stdout);
       } finally {
