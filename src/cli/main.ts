@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { catCommand } from './cat';
 import { EXIT_USAGE, fail } from './common';
+import { exportCommand } from './export';
 import { inspectCommand } from './inspect';
 import { mapCommand } from './map';
 import { mountCommand, umountCommand } from './mount';
@@ -12,7 +13,7 @@ export function program(): Command {
     .version(require('../../package.json').version)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand()]) p.addCommand(c.exitOverride());
+  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand()]) p.addCommand(c.exitOverride());
   return p;
 }
 

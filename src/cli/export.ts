@@ -1,0 +1,96 @@
+/**
+ * `chainfs export DIR OUT`: a view written as a standalone image (raw or
+ * qcow2), with its SHA-512 printed the way sha512sum prints it, optionally
+ * in Longhorn's backing-image directory layout.
+ */
+import * as path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ChainfsError } from '../errors';
+import { exportImage, type ExportFormat, type ExportLayout, type ExportSummary } from '../materialize/export';
+import { BACKING_FILE } from '../materialize/longhorn-layout';
+import { ProgressBar } from '../materialize/progress';
+import { action, snapshotOption, warn } from './common';
+import { formatBytes } from './format';
+
+interface ExportOptions {
+  snapshot?: string;
+  format: ExportFormat;
+  layout: ExportLayout;
+  clusterSize?: number;
+  compress?: boolean;
+  backingFile?: string;
+  overwrite?: boolean;
+  force?: boolean;
+  checksum?: boolean;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+export function exportCommand(): Command {
+  return new Command('export')
+    .description('write a view as a standalone image (raw or qcow2), optionally as a Longhorn backing image directory')
+    .argument('<dir>', 'Longhorn replica directory')
+    .argument('<out>', 'output file (for --layout longhorn: a directory named <name>-<uuid>)')
+    .addOption(snapshotOption())
+    .addOption(new Option('--format <format>', 'image format').choices(['raw', 'qcow2']).default('raw'))
+    .addOption(new Option('--layout <layout>', 'file: OUT is the image; longhorn: OUT is a directory with backing and backing.cfg')
+      .choices(['file', 'longhorn']).default('file'))
+    .option('--cluster-size <size>', 'qcow2 cluster size: a power of two from 512 to 2M (default 64k)', parseClusterSize)
+    .option('--compress', 'qcow2: store clusters deflate-compressed')
+    .option('--checksum', 'print the SHA-512 of the output (default with --layout longhorn)')
+    .option('--no-checksum', 'do not compute the SHA-512 (backing.cfg then has an empty currentChecksum)')
+    .option('--backing-file <path>', "use this backing image instead of the one volume.meta names")
+    .option('--overwrite', 'replace OUT if it exists')
+    .option('--force', 'export anyway: a Rebuilding replica, a live head, a head that changed during the export')
+    .option('--quiet', 'no progress bar and no summary')
+    .option('--json', 'print a JSON summary instead of the checksum line')
+    .action(action(async (dir: string, out: string, opts: ExportOptions) => {
+      if (opts.format !== 'qcow2' && (opts.clusterSize !== undefined || opts.compress)) {
+        throw new ChainfsError(undefined, '--cluster-size and --compress apply to --format qcow2 only');
+      }
+      const bar = process.stderr.isTTY && !opts.quiet ? new ProgressBar(process.stderr) : undefined;
+      let summary: ExportSummary;
+      try {
+        summary = await exportImage({
+          dir, out, snapshot: opts.snapshot, format: opts.format, layout: opts.layout,
+          clusterSize: opts.clusterSize, compress: opts.compress, backingFile: opts.backingFile,
+          overwrite: opts.overwrite, force: opts.force, checksum: opts.checksum,
+        }, {
+          warn: (m) => { bar?.stop(); warn(m); },
+          progress: bar ? (p) => bar.update(p) : undefined,
+          interrupted: (signal) => {
+            bar?.stop();
+            process.stderr.write(`chainfs: interrupted by ${signal}; the partial export was removed\n`);
+          },
+        });
+      } finally {
+        bar?.stop();
+      }
+      const shown = opts.layout === 'longhorn' ? path.join(out, BACKING_FILE) : out;
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+      } else if (summary.sha512) {
+        process.stdout.write(sha512sumLine(summary.sha512, shown));
+      }
+      if (bar) {
+        process.stderr.write(`exported ${opts.snapshot ? `snapshot ${opts.snapshot}` : 'the head'} to ${shown}: ` +
+          `${summary.format}, ${formatBytes(summary.size)}, ${formatBytes(summary.allocatedBytes)} allocated, ` +
+          `${summary.seconds.toFixed(1)} s\n`);
+      }
+    }));
+}
+
+/** `HEX  NAME` as sha512sum prints it, including its escaping of names with a backslash or newline. */
+export function sha512sumLine(hex: string, name: string): string {
+  if (!/[\\\n]/.test(name)) return `${hex}  ${name}\n`;
+  return `\\${hex}  ${name.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n`;
+}
+
+function parseClusterSize(value: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(value.trim());
+  const n = m ? Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]) ? 1024 : 1024 * 1024) : NaN;
+  if (!Number.isSafeInteger(n) || n < 512 || n > 2 * 1024 * 1024 || (n & (n - 1)) !== 0) {
+    throw new InvalidArgumentError('a power of two from 512 to 2M (e.g. 512, 65536, 64k, 2M)');
+  }
+  return n;
+}

@@ -1,0 +1,210 @@
+/**
+ * `export`: a view of a replica written as a standalone image (raw or
+ * qcow2), optionally with its SHA-512 and in Longhorn's backing-image
+ * directory layout. This is the main-thread half: it checks everything that
+ * can be checked before writing (the view opens, OUT is new and outside the
+ * source, the replica is not live, the space is there), creates the
+ * temporary output, runs the copy on a worker (job.ts), and commits only a
+ * complete, flushed result whose source did not change meanwhile.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { View } from '../chain/view';
+import { LayerSet } from '../chain/view';
+import { ChainfsError } from '../errors';
+import { findWriters } from '../longhorn/live';
+import { Replica } from '../longhorn/replica';
+import { runJobInWorker, type ExportFormat, type JobProgress } from './job';
+import { BACKING_CFG, BACKING_FILE, encodeBackingCfg, goTimeString, parseBackingImageDir } from './longhorn-layout';
+import { AtomicOutput, planOutput, removeStaleTemporaries, writeFailed, type OutputPlan } from './output';
+import { DEFAULT_CLUSTER_SIZE } from './qcow2-writer';
+import { checkFreeSpace, estimateAllocation } from './space';
+
+export type { ExportFormat } from './job';
+export type ExportLayout = 'file' | 'longhorn';
+
+export interface ExportRequest {
+  /** The replica directory. */
+  dir: string;
+  /** A file, or for the Longhorn layout a directory `<name>-<uuid>`. */
+  out: string;
+  /** Export this snapshot's view instead of the head's. */
+  snapshot?: string;
+  format: ExportFormat;
+  layout: ExportLayout;
+  /** qcow2 only; default 64 KiB. */
+  clusterSize?: number;
+  /** qcow2 only. */
+  compress?: boolean;
+  backingFile?: string;
+  /** Replace an existing OUT. */
+  overwrite?: boolean;
+  /** Read a Rebuilding replica, export a live head, accept a head that changed meanwhile. */
+  force?: boolean;
+  /** Compute the SHA-512 of the output (default: on for the Longhorn layout). */
+  checksum?: boolean;
+}
+
+export interface ExportHooks {
+  warn(message: string): void;
+  progress?(p: JobProgress): void;
+  /** A signal is about to end the process; the temporary output is already gone. */
+  interrupted?(signal: NodeJS.Signals): void;
+}
+
+export interface ExportSummary {
+  /** The image file written (absolute). */
+  path: string;
+  format: ExportFormat;
+  layout: ExportLayout;
+  /** The image file's size (for qcow2, the container's). */
+  size: number;
+  virtualSize: number;
+  /** st_blocks * 512 of the image file. */
+  allocatedBytes: number;
+  sha512: string | null;
+  seconds: number;
+  /** The view exported: a snapshot name, or null for the head. */
+  snapshot: string | null;
+  /** The Longhorn layout's backing.cfg content, if written. */
+  backingCfg: string | null;
+}
+
+const SIGNAL_EXIT: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143 };
+
+export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promise<ExportSummary> {
+  const started = process.hrtime.bigint();
+  const checksum = req.checksum ?? req.layout === 'longhorn';
+  const clusterSize = req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined;
+  const bi = req.layout === 'longhorn' ? parseBackingImageDir(req.out) : undefined;
+  if (bi?.generated) {
+    hooks.warn(`${req.out}: the name has no -<8-character uuid> suffix; using uuid ${bi.uuid} in ${BACKING_CFG} ` +
+      '(Longhorn names backing image directories <name>-<uuid>)');
+  }
+
+  const pre = prepare(req, hooks);
+  if (!req.compress) checkFreeSpace(pre.plan.dir, estimateOutputBytes(pre, clusterSize), req.out);
+
+  for (const p of removeStaleTemporaries(pre.plan)) hooks.warn(`removed ${p}, the partial output of an export that was killed`);
+  const output = AtomicOutput.create(pre.plan, BACKING_FILE);
+  const onSignal = (signal: NodeJS.Signals) => {
+    output.abort();
+    hooks.interrupted?.(signal);
+    process.exit(SIGNAL_EXIT[signal] ?? 1);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const result = await runJobInWorker({
+      dir: req.dir, backingFile: req.backingFile, force: req.force ?? false, snapshot: req.snapshot,
+      format: req.format, clusterSize, compress: req.compress ?? false, checksum,
+      fd: output.fd, imagePath: output.imageTmpPath, out: req.out, dataBytes: pre.dataBytes,
+    }, (p) => hooks.progress?.(p));
+    output.sync();
+    checkUnchanged(pre, req, hooks);
+    const st = fs.statSync(output.imageTmpPath, { bigint: true });
+    let cfg: string | null = null;
+    if (bi) {
+      cfg = encodeBackingCfg({
+        name: bi.containerPath, uuid: bi.uuid, size: Number(st.size), virtualSize: pre.virtualSize,
+        realSize: Number(st.blocks) * 512, expectedChecksum: '', currentChecksum: result.sha512 ?? '',
+        modificationTime: goTimeString(st.mtimeNs),
+      });
+      output.writeSidecar(BACKING_CFG, cfg);
+    }
+    output.commit();
+    return {
+      path: output.imagePath, format: req.format, layout: req.layout, size: Number(st.size),
+      virtualSize: pre.virtualSize, allocatedBytes: Number(st.blocks) * 512, sha512: result.sha512,
+      seconds: Number(process.hrtime.bigint() - started) / 1e9, snapshot: req.snapshot ?? null, backingCfg: cfg,
+    };
+  } catch (e) {
+    output.abort();
+    throw e instanceof ChainfsError || !(e as NodeJS.ErrnoException)?.syscall ? e : writeFailed(req.out, e);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** What is known before the first write. */
+interface Prepared {
+  plan: OutputPlan;
+  virtualSize: number;
+  dataBytes: number;
+  /** qcow2 allocation bound, per cluster size asked (computed with the data bytes). */
+  qcow2Bytes: number;
+  /** The view's chain files and their identity before the export. */
+  stamps: Map<string, string>;
+  rootFile: string;
+}
+
+function prepare(req: ExportRequest, hooks: ExportHooks): Prepared {
+  const replica = Replica.open(req.dir, { backingFile: req.backingFile, force: req.force });
+  for (const w of replica.warnings) hooks.warn(w);
+  const layers = new LayerSet(replica);
+  try {
+    const view = layers.view(req.snapshot);
+    for (const w of layers.warnings) hooks.warn(w);
+    const sources = [...view.disks.map((d) => d.path), ...(replica.backing ? [replica.backing.path] : [])];
+    const plan = planOutput(req.out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, replica.dir, sources);
+    if (view.root.kind === 'head') checkNotLive(replica, req, hooks);
+    const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
+    return {
+      plan, virtualSize: view.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
+      stamps: stampFiles(view), rootFile: view.root.path,
+    };
+  } finally {
+    layers.close();
+  }
+}
+
+function estimateOutputBytes(pre: Prepared, clusterSize: number | undefined): number {
+  return clusterSize ? pre.qcow2Bytes : pre.dataBytes;
+}
+
+/** A Dirty replica whose files another process has open for writing is attached to a running engine. */
+function checkNotLive(replica: Replica, req: ExportRequest, hooks: ExportHooks): void {
+  if (!replica.meta.dirty) return;
+  const writers = findWriters(replica.dir);
+  if (writers.length === 0) return;
+  const w = writers[0];
+  const who = `${w.command} (pid ${w.pid}) has ${path.basename(w.file)} open for writing` +
+    (writers.length > 1 ? ` (and ${writers.length - 1} more open file(s))` : '');
+  if (!req.force) {
+    throw new ChainfsError(replica.dir, `replica is in use: volume.meta is Dirty and ${who}, ` +
+      'so the head may change under the export. Export a snapshot instead (--snapshot NAME), ' +
+      'or pass --force to export the live head anyway');
+  }
+  hooks.warn(`${replica.dir}: replica is in use (${who}); exporting the live head because of --force: the image may be inconsistent`);
+}
+
+/** Identity of each chain file: inode, size, mtime, ctime (ns). A snapshot taken meanwhile removes the head's name. */
+function stampFiles(view: View): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const d of view.disks) m.set(d.path, stamp(d.path));
+  return m;
+}
+
+function stamp(p: string): string {
+  try {
+    const st = fs.statSync(p, { bigint: true });
+    return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch (e) {
+    return `gone (${(e as NodeJS.ErrnoException).code})`;
+  }
+}
+
+function checkUnchanged(pre: Prepared, req: ExportRequest, hooks: ExportHooks): void {
+  const changed = [...pre.stamps].filter(([p, s]) => stamp(p) !== s).map(([p]) => p);
+  if (changed.length === 0) return;
+  const what = changed.map((p) => path.basename(p)).join(', ');
+  const isHead = changed.includes(pre.rootFile) && !req.snapshot;
+  const hint = isHead ? 'export a snapshot instead (--snapshot NAME), or pass --force to keep the export anyway'
+    : 'pass --force to keep the export anyway';
+  if (!req.force) {
+    throw new ChainfsError(req.dir, `${what} changed during the export (size, mtime or ctime moved): ` +
+      `the image may be torn and was not kept; ${hint}`);
+  }
+  hooks.warn(`${req.dir}: ${what} changed during the export; keeping it because of --force: the image may be inconsistent`);
+}

@@ -1,0 +1,138 @@
+/**
+ * The copying half of an export, run on a worker thread (export-worker.ts)
+ * so that the main thread stays free for signals and the progress bar while
+ * the synchronous reads and writes go on: the job reopens the replica (read
+ * only), writes the view into the already created output file, and hashes
+ * it if asked.
+ */
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { ImageSource } from '../chain/source';
+import { LayerSet } from '../chain/view';
+import { ChainfsError } from '../errors';
+import { Replica } from '../longhorn/replica';
+import { Sha512Worker } from './checksum';
+import { writeFailed } from './output';
+import { writeQcow2 } from './qcow2-writer';
+import { writeRaw } from './raw-writer';
+
+export type ExportFormat = 'raw' | 'qcow2';
+
+export interface JobSpec {
+  dir: string;
+  backingFile?: string;
+  force: boolean;
+  snapshot?: string;
+  format: ExportFormat;
+  clusterSize?: number;
+  compress: boolean;
+  checksum: boolean;
+  /** The output file, open for writing and empty (descriptors are shared by a process's threads). */
+  fd: number;
+  /** Its (temporary) path, for a second read when the format cannot be hashed as it is written. */
+  imagePath: string;
+  /** OUT as the user gave it, for messages. */
+  out: string;
+  /** The view's data bytes (from the estimate), the progress total when holes cost nothing. */
+  dataBytes: number;
+}
+
+export interface JobResult {
+  /** Lowercase hex SHA-512 of the output file's bytes, or null. */
+  sha512: string | null;
+  /** Bytes of the output file. */
+  fileSize: number;
+}
+
+export interface JobProgress {
+  phase: 'export' | 'checksum';
+  done: number;
+  total: number;
+}
+
+export async function runJob(spec: JobSpec, progress: (p: JobProgress) => void): Promise<JobResult> {
+  const layers = new LayerSet(Replica.open(spec.dir, { backingFile: spec.backingFile, force: spec.force }));
+  const hash = spec.checksum ? new Sha512Worker() : undefined;
+  try {
+    const view = layers.view(spec.snapshot);
+    return spec.format === 'raw'
+      ? await rawJob(spec, view.chain, hash, progress)
+      : await qcow2Job(spec, view.chain, hash, progress);
+  } catch (e) {
+    if (e instanceof ChainfsError) throw e;
+    if ((e as NodeJS.ErrnoException)?.syscall) throw writeFailed(spec.out, e); // reads are wrapped; this is the output
+    throw e;
+  } finally {
+    await hash?.close();
+    layers.close();
+  }
+}
+
+async function rawJob(spec: JobSpec, src: ImageSource, hash: Sha512Worker | undefined,
+  progress: (p: JobProgress) => void): Promise<JobResult> {
+  if (hash) {
+    // Every byte, holes included, goes through the hash: its position is the honest progress.
+    hash.onHashed = (done) => progress({ phase: 'export', done, total: src.size });
+    await writeRaw(src, spec.fd, { hash });
+    return { sha512: await hash.digest(), fileSize: src.size };
+  }
+  await writeRaw(src, spec.fd, { onData: (done) => progress({ phase: 'export', done, total: spec.dataBytes }) });
+  return { sha512: null, fileSize: src.size };
+}
+
+async function qcow2Job(spec: JobSpec, src: ImageSource, hash: Sha512Worker | undefined,
+  progress: (p: JobProgress) => void): Promise<JobResult> {
+  let read = 0;
+  const counted: ImageSource = {
+    size: src.size,
+    runs: (offset, length) => src.runs(offset, length),
+    read: (buf, bufOffset, length, position) => {
+      src.read(buf, bufOffset, length, position);
+      read += length;
+      progress({ phase: 'export', done: read, total: spec.dataBytes });
+    },
+  };
+  const r = writeQcow2(counted, spec.fd, { clusterSize: spec.clusterSize, compress: spec.compress });
+  if (!hash) return { sha512: null, fileSize: r.fileSize };
+  // The writer is not sequential: it writes the header and the L1 table, at
+  // the start of the file, last. A hash needs the bytes in file order, so
+  // the finished file is hashed in a second read (on the hash worker; the
+  // file was just written, so it is usually still in the page cache).
+  hash.onHashed = (done) => progress({ phase: 'checksum', done, total: r.fileSize });
+  hash.file(spec.imagePath);
+  return { sha512: await hash.digest(), fileSize: r.fileSize };
+}
+
+/** Messages from the export worker. */
+export type FromJobWorker =
+  | ({ t: 'progress' } & JobProgress)
+  | { t: 'done'; result: JobResult }
+  | { t: 'error'; chainfs: boolean; message: string; code: string; stack?: string };
+
+/** Runs the job on a worker thread; rejects with a ChainfsError for what the user can act on. */
+export function runJobInWorker(spec: JobSpec, progress: (p: JobProgress) => void): Promise<JobResult> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(path.join(__dirname, 'export-worker.js'), { workerData: spec });
+    let settled = false;
+    const settle = (f: () => void) => {
+      if (settled) return;
+      settled = true;
+      f();
+      void worker.terminate();
+    };
+    worker.on('message', (m: FromJobWorker) => {
+      if (m.t === 'progress') progress(m);
+      else if (m.t === 'done') settle(() => resolve(m.result));
+      else settle(() => reject(rebuildError(m)));
+    });
+    worker.on('error', (e) => settle(() => reject(e)));
+    worker.on('exit', (code) => settle(() => reject(new Error(`export worker exited with code ${code} without a result`))));
+  });
+}
+
+function rebuildError(m: { chainfs: boolean; message: string; code: string; stack?: string }): Error {
+  if (m.chainfs) return new ChainfsError(undefined, m.message, m.code); // the message already names the file
+  const e = new Error(m.message);
+  if (m.stack) e.stack = m.stack;
+  return e;
+}

@@ -1,0 +1,155 @@
+/**
+ * Writes an ImageSource as a sparse raw image: the file is truncated to the
+ * view's size (all hole), then only the data runs are read and written, so
+ * whatever no layer holds stays a hole and is never read. Within data that
+ * passes through memory, all-zero 4 KiB blocks are left as holes too: the
+ * content is what counts, not the source's allocation.
+ *
+ * Without a checksum, data runs of file-backed layers (chain files, a raw
+ * backing image) go by copy_file_range: the kernel copies (or, on a file
+ * system that can, shares) the extents without a trip through user space.
+ * With a checksum the bytes are needed anyway, so they are pread into the
+ * hash worker's buffers, written, and handed to it: one read per byte.
+ */
+import * as fs from 'node:fs';
+import type { ImageSource } from '../chain/source';
+import { ChainfsError } from '../errors';
+import { BLOCK_SIZE, type Layer } from '../layer/layer';
+import { RawImageLayer } from '../layer/raw-image';
+import { SparseFileLayer } from '../layer/sparse-file';
+import { native } from '../native';
+import { CHUNK, type Sha512Worker } from './checksum';
+
+/** Virtual bytes resolved per runs() query: a stretch of holes costs one query. */
+const SCAN_WINDOW = 256 << 20;
+/** Bytes per copy_file_range call: large enough to amortise, small enough for timely progress. */
+const COPY_STEP = 64 << 20;
+const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
+
+export interface RawWriteOptions {
+  /** Feed every byte of the output, holes as zeros, to this hash. */
+  hash?: Sha512Worker;
+  /** Data bytes written so far (holes not counted). */
+  onData?: (bytes: number) => void;
+}
+
+export interface RawWriteResult {
+  /** Bytes of data runs read from the layers. */
+  dataBytes: number;
+}
+
+/** Writes `src` to the empty, writable `fd`. Write errors are thrown as Node errors (with `code`). */
+export async function writeRaw(src: ImageSource, fd: number, opts: RawWriteOptions = {}): Promise<RawWriteResult> {
+  fs.ftruncateSync(fd, src.size);
+  const copier = new RunCopier(fd, opts);
+  for (let win = 0; win < src.size; win += SCAN_WINDOW) {
+    for (const run of src.runs(win, Math.min(SCAN_WINDOW, src.size - win))) {
+      if (run.layer) await copier.data(run.layer, run.offset, run.length);
+      else opts.hash?.zeros(run.length);
+    }
+  }
+  return { dataBytes: copier.done };
+}
+
+class RunCopier {
+  done = 0;
+  private useCopyRange: boolean;
+  private own: Buffer | null = null;
+
+  constructor(private readonly fd: number, private readonly opts: RawWriteOptions) {
+    this.useCopyRange = !opts.hash;
+  }
+
+  async data(layer: Layer, offset: number, length: number): Promise<void> {
+    const inFd = this.useCopyRange ? fileDescriptor(layer) : undefined;
+    if (inFd !== undefined) {
+      const copied = this.copyRange(layer, inFd, offset, length);
+      if (copied === length) return;
+      offset += copied; // copy_file_range is not available here: go on through memory
+      length -= copied;
+    }
+    const end = offset + length;
+    for (let pos = offset; pos < end;) {
+      const n = Math.min(CHUNK, end - pos);
+      const buf = this.opts.hash ? await this.opts.hash.buffer() : (this.own ??= Buffer.allocUnsafe(CHUNK));
+      layer.read(buf, 0, n, pos);
+      writeNonZero(this.fd, buf, n, pos);
+      this.opts.hash?.update(buf, n);
+      pos += n;
+      this.advance(n);
+    }
+  }
+
+  /**
+   * copy_file_range for [offset, offset+length); returns the bytes handled,
+   * short only if the call is not supported for these files (then it is
+   * not tried again). Past the source's end it stops: the output's hole
+   * there already reads as the zeros a layer reads past its end.
+   */
+  private copyRange(layer: Layer, inFd: number, offset: number, length: number): number {
+    let done = 0;
+    while (done < length) {
+      const step = Math.min(COPY_STEP, length - done);
+      let n: number;
+      try {
+        n = native.copyFileRange(inFd, offset + done, this.fd, offset + done, step);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EXDEV' || code === 'EINVAL' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
+          this.useCopyRange = false;
+          return done;
+        }
+        if (code === 'ENOSPC' || code === 'EFBIG') throw e; // the output's problem
+        throw new ChainfsError(layer.path, `copying ${step} bytes at offset ${offset + done} failed: ${(e as Error).message}`, code ?? 'EIO');
+      }
+      if (n === 0) {
+        this.advance(length - done);
+        return length;
+      }
+      done += n;
+      this.advance(n);
+    }
+    return done;
+  }
+
+  private advance(n: number): void {
+    this.done += n;
+    this.opts.onData?.(this.done);
+  }
+}
+
+function fileDescriptor(layer: Layer): number | undefined {
+  return layer instanceof SparseFileLayer || layer instanceof RawImageLayer ? layer.fd : undefined;
+}
+
+/**
+ * pwrite buf[0, length) at `position`, skipping 4 KiB blocks (aligned to
+ * file offsets) that are all zeros: the file is pre-truncated, so they read
+ * as zeros anyway, and stay holes.
+ */
+function writeNonZero(fd: number, buf: Buffer, length: number, position: number): void {
+  let i = 0;
+  while (i < length) {
+    let j = i;
+    while (j < length && isZero(buf, j, blockEnd(j, position, length))) j = blockEnd(j, position, length);
+    i = j;
+    while (j < length && !isZero(buf, j, blockEnd(j, position, length))) j = blockEnd(j, position, length);
+    if (j > i) writeAll(fd, buf, i, j - i, position + i);
+    i = j;
+  }
+}
+
+/** End (in buffer offsets) of the file block holding buffer offset `i`. */
+function blockEnd(i: number, position: number, length: number): number {
+  const file = position + i;
+  return Math.min(length, i + BLOCK_SIZE - (file % BLOCK_SIZE));
+}
+
+function isZero(buf: Buffer, from: number, to: number): boolean {
+  return ZERO_BLOCK.compare(buf, from, to, 0, to - from) === 0;
+}
+
+function writeAll(fd: number, buf: Buffer, from: number, length: number, position: number): void {
+  let done = 0;
+  while (done < length) done += fs.writeSync(fd, buf, from + done, length - done, position + done);
+}
