@@ -43,9 +43,8 @@ qemu-img compare "$mnt/volume.img" "$work/volume-export.qcow2"
 qemu-img compare -f raw -F raw "$mnt/volume.img" "$work/bi-golden-0c0ffee0/backing"
 echo "backing.cfg: $(cat "$work/bi-golden-0c0ffee0/backing.cfg")"
 
-step "a snapshot, through the mount"
-qemu-img compare -f raw -F raw "$mnt/snapshots/before-upgrade.img" <(chainfs cat "$dir" --snapshot before-upgrade) 2>/dev/null \
-  || cmp "$mnt/snapshots/before-upgrade.img" <(chainfs cat "$dir" --snapshot before-upgrade) && echo "snapshot before-upgrade: identical"
+step "a snapshot, through the mount, equals the same snapshot streamed by chainfs cat"
+cmp "$mnt/snapshots/before-upgrade.img" <(chainfs cat "$dir" --snapshot before-upgrade) && echo "snapshot before-upgrade: identical"
 
 step "chainfs umount"
 chainfs umount "$mnt"

@@ -1,4 +1,5 @@
 /** `chainfs inspect DIR`: the chain, its allocation, the backing image, warnings. */
+import * as path from 'node:path';
 import { Command } from 'commander';
 import { replicaReport, type ReplicaReport } from '../chain/report';
 import { action, addReplicaOptions, openLayers, type ReplicaOptions } from './common';
@@ -36,7 +37,7 @@ export function render(r: ReplicaReport): string {
   const rows = [['  #', 'FILE', 'KIND', 'SIZE', 'ALLOCATED', 'CREATED', 'FLAGS']];
   r.chain.forEach((d, i) => rows.push([`  ${r.chain.length - i}`, d.file, d.kind, formatBytes(d.size),
     formatBytes(d.allocatedBytes), d.created, flags(d)]));
-  if (r.backing) rows.push(['  0', r.backing.path, `backing ${r.backing.format}`, formatBytes(r.backing.virtualSize), formatBytes(r.backing.allocatedBytes), '', '']);
+  if (r.backing) rows.push(['  0', path.join(path.basename(path.dirname(r.backing.path)), path.basename(r.backing.path)), `backing ${r.backing.format}`, formatBytes(r.backing.virtualSize), formatBytes(r.backing.allocatedBytes), '', '']);
   lines.push(table(rows));
   const off = r.snapshots.filter((s) => !s.inChain);
   if (off.length) {
