@@ -6,9 +6,9 @@
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError } from '../errors';
-import { exportImage, type ExportFormat, type ExportLayout, type ExportSummary } from '../materialize/export';
-import { BACKING_FILE } from '../materialize/longhorn-layout';
-import { ProgressBar } from '../materialize/progress';
+// The materializer (workers, cli-progress) is loaded only when export runs:
+// every other command starts faster without it.
+import type { ExportFormat, ExportLayout, ExportSummary } from '../materialize/export';
 import { action, snapshotOption, warn } from './common';
 import { formatBytes } from './format';
 
@@ -48,6 +48,9 @@ export function exportCommand(): Command {
       if (opts.format !== 'qcow2' && (opts.clusterSize !== undefined || opts.compress)) {
         throw new ChainfsError(undefined, '--cluster-size and --compress apply to --format qcow2 only');
       }
+      const { exportImage } = await import('../materialize/export');
+      const { BACKING_FILE } = await import('../materialize/longhorn-layout');
+      const { ProgressBar } = await import('../materialize/progress');
       const bar = process.stderr.isTTY && !opts.quiet ? new ProgressBar(process.stderr) : undefined;
       let summary: ExportSummary;
       try {
