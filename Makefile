@@ -6,8 +6,9 @@ SHELL := /bin/bash
 # Debian packages: libfuse2 for fuse-native, fuse3 for fusermount (unmount),
 # qemu-utils (qemu-img/qemu-io: the oracle in tests), e2fsprogs (mkfs.ext4 -d).
 APT_PKGS := libfuse2 fuse3 qemu-utils e2fsprogs
-# Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, hyperfine.
-BENCH_APT_PKGS := qemu-system-common fio
+# Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
+# (peak RSS of a child) and openssl (the hash anchor).
+BENCH_APT_PKGS := qemu-system-common fio time openssl
 NATIVE := native/build/Release/chainfs_native.node
 SIZE ?= 4G
 
@@ -46,8 +47,11 @@ test: build
 demo: build
 	bash scripts/demo.sh
 
+# The benchmark suite (bench/README.md); never part of `make test`.
+# `make bench SIZE=1G` is the quick run; BENCH_ARGS passes more options.
 bench: build setup-bench
-	node dist/bench/run.js --size $(SIZE)
+	node_modules/.bin/tsc -p bench/tsconfig.json
+	node dist/bench/bench/run.js --size $(SIZE) $(BENCH_ARGS)
 
 clean:
 	rm -rf dist native/build .make
