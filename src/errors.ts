@@ -10,7 +10,8 @@ export class ChainfsError extends Error {
   readonly code: string;
 
   constructor(file: string | undefined, message: string, code = 'EINVAL') {
-    super(file ? `${file}: ${message}` : message);
+    // One line whatever the file names and contents quoted in it hold.
+    super(oneLine(file ? `${file}: ${message}` : message));
     this.name = 'ChainfsError';
     this.file = file;
     this.code = code;
@@ -32,7 +33,8 @@ export function fsError(file: string, err: unknown, what = ''): ChainfsError {
   return new ChainfsError(file, what ? `${what}: ${reason}` : reason, e?.code ?? 'EIO');
 }
 
-function describeErrno(e: NodeJS.ErrnoException): string {
+/** The reason of an fs error in a few words ('permission denied'). */
+export function describeErrno(e: NodeJS.ErrnoException): string {
   switch (e?.code) {
     case 'ENOENT': return 'no such file or directory';
     case 'EACCES': return 'permission denied';
@@ -45,4 +47,15 @@ function describeErrno(e: NodeJS.ErrnoException): string {
     case 'EROFS': return 'read-only file system';
     default: return e?.message ?? String(e);
   }
+}
+
+/**
+ * `s` fit for one line of a terminal or log: control characters (newlines
+ * included) escaped as in JSON, and cut to `max` characters when given.
+ * Messages quote file contents and names, which may hold anything.
+ */
+export function oneLine(s: string, max = Infinity): string {
+  const t = s.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) =>
+    (c === '\n' ? '\\n' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  return t.length > max ? `${t.slice(0, max)}...` : t;
 }

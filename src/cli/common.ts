@@ -3,7 +3,7 @@
  * turning failures into one line on stderr with an exit code.
  */
 import { Command, Option } from 'commander';
-import { ChainfsError } from '../errors';
+import { ChainfsError, oneLine } from '../errors';
 import { Replica } from '../longhorn/replica';
 import { LayerSet } from '../chain/view';
 
@@ -33,19 +33,19 @@ export function openLayers(dir: string, opts: ReplicaOptions, quietWarnings = fa
 }
 
 export function warn(msg: string): void {
-  process.stderr.write(`chainfs: warning: ${msg}\n`);
+  process.stderr.write(`chainfs: warning: ${oneLine(msg)}\n`);
 }
 
 /** One line, no stack: for errors the user can act on. */
 export function fail(err: unknown): never {
   if (err instanceof ChainfsError) {
-    process.stderr.write(`chainfs: ${err.message}\n`);
+    process.stderr.write(`chainfs: ${oneLine(err.message)}\n`);
     process.exit(EXIT_FAILURE);
   }
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string' && e.syscall) {
     // An OS error we did not wrap (e.g. writing the output): still one line.
-    process.stderr.write(`chainfs: ${e.message}\n`);
+    process.stderr.write(`chainfs: ${oneLine(e.message)}\n`);
     process.exit(EXIT_FAILURE);
   }
   process.stderr.write(`chainfs: internal error (a bug; please report it): ${(err as Error)?.stack ?? String(err)}\n`);

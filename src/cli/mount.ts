@@ -7,8 +7,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError } from '../errors';
+import { findWriters } from '../longhorn/live';
 import { MountDaemon } from '../fuse/daemon';
 import { Log } from '../fuse/log';
 import {
@@ -51,8 +52,19 @@ export function umountCommand(): Command {
 
 function parsePositive(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new ChainfsError(undefined, `--cache-mb must be a positive integer, got ${JSON.stringify(v)}`);
+  // A usage error (exit 2, printed by commander), not a failure of the command.
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
+}
+
+/**
+ * Processes that hold a file of the replica open for writing: the engine of
+ * a volume that is still attached. Mounting is allowed (read-only, and the
+ * daemon's watch fails reads of views that change), but said loudly.
+ */
+function liveWarnings(dir: string): string[] {
+  return findWriters(dir).map((w) =>
+    `${w.file}: open for writing by process ${w.pid} (${w.command}): the replica is in use; views that change while mounted fail with EIO`);
 }
 
 /** Checks that can fail before any daemon exists, with one clear line each. */
@@ -82,12 +94,12 @@ async function mount(dir: string, mountPoint: string, opts: MountOptions): Promi
   const mp = absoluteMountPoint(mountPoint);
   if (!opts.foreground && opts.readyFd === undefined) return background(dir, mp, opts);
 
-  checkMountPoint(mp);
   const layers = openLayers(dir, opts, opts.readyFd !== undefined);
   layers.backing(); // open the backing image now: its errors belong to mount
+  checkMountPoint(mp);
   const logFd = opts.log ? fs.openSync(opts.log, 'a') : 2;
   const log = new Log(logFd, opts.debug);
-  for (const w of layers.replica.warnings) log.info(`warning: ${w}`);
+  for (const w of [...layers.replica.warnings, ...liveWarnings(layers.replica.dir)]) log.info(`warning: ${w}`);
   const daemon = new MountDaemon(layers, mp, {
     cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });
@@ -124,9 +136,17 @@ async function mount(dir: string, mountPoint: string, opts: MountOptions): Promi
 
 /** Starts the daemon detached and waits until it says the mount is ready (or why not). */
 async function background(dir: string, mp: string, opts: MountOptions): Promise<void> {
-  // Validate in the foreground first, so that errors come out as one line here.
+  // Validate in the foreground first, so that errors come out as one line
+  // here: the replica (backing image included) first, it is what the user
+  // came for, then the mount point.
+  const layers = openLayers(dir, opts);
+  try {
+    layers.backing();
+    for (const w of liveWarnings(layers.replica.dir)) warn(w);
+  } finally {
+    layers.close();
+  }
   checkMountPoint(mp);
-  openLayers(dir, opts).close();
   const logPath = opts.log ?? defaultLogPath(mp);
   fs.mkdirSync(path.dirname(logPath), { recursive: true, mode: 0o700 });
   const logFd = fs.openSync(logPath, 'a');

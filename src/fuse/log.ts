@@ -1,5 +1,6 @@
 /** The daemon's log: one line per event, with a timestamp, to stderr or a file. */
 import * as fs from 'node:fs';
+import { oneLine } from '../errors';
 
 export class Log {
   private readonly fd: number;
@@ -24,7 +25,7 @@ export class Log {
 
   private write(level: string, msg: string): void {
     try {
-      fs.writeSync(this.fd, `${new Date().toISOString()} chainfs[${process.pid}] ${level}: ${msg}\n`);
+      fs.writeSync(this.fd, `${new Date().toISOString()} chainfs[${process.pid}] ${level}: ${oneLine(msg)}\n`);
     } catch {
       // a log that cannot be written must not take the daemon down
     }

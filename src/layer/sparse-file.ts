@@ -50,6 +50,8 @@ export class SparseFileLayer implements Layer {
       throw new LayerReadError(this.path, `cannot map extents (${(e as Error).message})`);
     }
     if (data < 0 || alignDown(data) >= this.end) {
+      // No data up to EOF, or EOF moved under us: a file cut short must not read as "look below".
+      if (data < 0) this.checkNotShorter();
       return this.remember(offset, this.end, 'absent');
     }
     const dataStart = alignDown(data);
@@ -63,6 +65,17 @@ export class SparseFileLayer implements Layer {
     // The file may have shrunk between the two calls: -1 means past EOF.
     const dataEnd = Math.min(alignUp(hole < 0 ? data + 1 : hole), this.end);
     return this.remember(offset, dataEnd, 'data');
+  }
+
+  /** Throws if the file is now shorter than at open (one fstat; only on the no-more-data path). */
+  private checkNotShorter(): void {
+    let size: number;
+    try {
+      size = fs.fstatSync(this.fd).size;
+    } catch (e) {
+      throw new LayerReadError(this.path, `cannot stat (${(e as Error).message})`);
+    }
+    if (size < this.size) throw shrunk(this.path, this.size, size);
   }
 
   private remember(offset: number, to: number, kind: 'data' | 'absent'): BlockStatus {
@@ -101,10 +114,16 @@ export class SparseFileLayer implements Layer {
   }
 }
 
+/** The error for a layer file that is shorter than it was at open: it is being changed. */
+function shrunk(path: string, was: number, endsBy: number): LayerReadError {
+  return new LayerReadError(path, `file was cut short while in use (it ends by ${endsBy}; it had ${was} bytes at open)`);
+}
+
 /**
- * pread until `length` bytes are in `buf`; bytes at or past `size` are zeros.
- * A file that is shorter than it was at open time reads zeros too, but that
- * is only possible for a live head, which the mount daemon watches.
+ * pread until `length` bytes are in `buf`; bytes at or past `size` (the
+ * size at open) are zeros. A file that ends before `size` was cut short
+ * while we read it (a live head, a half-copied file): that is an error, not
+ * zeros, so no reader gets torn data before the mount daemon's watch sees it.
  */
 export function readFully(fd: number, path: string, size: number, buf: Buffer, bufOffset: number,
   length: number, position: number): void {
@@ -119,6 +138,7 @@ export function readFully(fd: number, path: string, size: number, buf: Buffer, b
   } catch (e) {
     throw new LayerReadError(path, `read at offset ${position + done} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
+  if (done < inFile) throw shrunk(path, size, position + done);
   if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
 }
 
@@ -135,7 +155,7 @@ export function readCached(fd: number, path: string, size: number, buf: Buffer, 
       throw new LayerReadError(path, `read at offset ${position + done} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     if (n < 0) return false;
-    if (n === 0) break;
+    if (n === 0) throw shrunk(path, size, position + done);
     done += n;
   }
   if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
@@ -156,6 +176,10 @@ export function readFullyAsync(fd: number, path: string, size: number, buf: Buff
       done += n;
       if (n > 0 && done < inFile) {
         fs.read(fd, buf, bufOffset + done, inFile - done, position + done, next);
+        return;
+      }
+      if (done < inFile) {
+        reject(shrunk(path, size, position + done));
         return;
       }
       if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);

@@ -11,7 +11,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChainfsError } from '../errors';
+import { ChainfsError, describeErrno } from '../errors';
+import { fileKind } from './files';
 
 export interface BackingLocation {
   path: string;
@@ -36,32 +37,46 @@ export function backingCandidates(replicaDir: string, recorded: string): string[
 export function locateBacking(replicaDir: string, recorded: string, override?: string): BackingLocation {
   if (override) {
     const p = resolveFileOrSingleFileDir(override);
-    if (!p) throw new ChainfsError(override, 'backing file (--backing-file) does not exist or is not a file');
+    if (typeof p !== 'string') throw new ChainfsError(override, `backing file (--backing-file) ${p.reason}`);
     return { path: p, tried: [override] };
   }
   const tried = backingCandidates(replicaDir, recorded);
+  const why: string[] = [];
   for (const c of tried) {
     const p = resolveFileOrSingleFileDir(c);
-    if (p) return { path: p, tried };
+    if (typeof p === 'string') return { path: p, tried };
+    why.push(p.reason === NOT_FOUND ? c : `${c} (${p.reason})`);
   }
   throw new ChainfsError(path.join(replicaDir, 'volume.meta'),
-    `backing image ${JSON.stringify(recorded)} not found (tried: ${tried.join(', ')}); pass --backing-file PATH`);
+    `backing image ${JSON.stringify(recorded)} not found (tried: ${why.join(', ')}); pass --backing-file PATH`);
 }
 
-function resolveFileOrSingleFileDir(p: string): string | undefined {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(p);
-  } catch {
-    return undefined;
-  }
+const NOT_FOUND = 'does not exist';
+
+/** The file at `p`, or the one file of directory `p`; otherwise why not (not found, permission denied, a FIFO, ...). */
+function resolveFileOrSingleFileDir(p: string): string | { reason: string } {
+  const st = statOrReason(p);
+  if (!(st instanceof fs.Stats)) return st;
   if (st.isFile()) return p;
-  if (st.isDirectory()) {
-    const entries = fs.readdirSync(p).filter((e) => !e.endsWith('.cfg'));
-    if (entries.length === 1) {
-      const one = path.join(p, entries[0]);
-      return fs.statSync(one).isFile() ? one : undefined;
-    }
+  if (!st.isDirectory()) return { reason: `is ${fileKind(st)}, not a regular file` };
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(p).filter((e) => !e.endsWith('.cfg'));
+  } catch (e) {
+    return { reason: `cannot list directory: ${describeErrno(e as NodeJS.ErrnoException)}` };
   }
-  return undefined;
+  if (entries.length !== 1) return { reason: `is a directory with ${entries.length} files besides .cfg (expected exactly one)` };
+  const one = path.join(p, entries[0]);
+  const st1 = statOrReason(one);
+  if (!(st1 instanceof fs.Stats)) return { reason: `${entries[0]}: ${st1.reason}` };
+  return st1.isFile() ? one : { reason: `${entries[0]} is ${fileKind(st1)}, not a regular file` };
+}
+
+function statOrReason(p: string): fs.Stats | { reason: string } {
+  try {
+    return fs.statSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return { reason: code === 'ENOENT' || code === 'ENOTDIR' ? NOT_FOUND : describeErrno(e as NodeJS.ErrnoException) };
+  }
 }

@@ -18,7 +18,7 @@ export function openRegularReadOnly(path: string, what = 'file'): number {
     fd = fs.openSync(path, RO_FLAGS);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ELOOP') {
-      throw new ChainfsError(path, `${what} is a symbolic link (refused: layer files must be regular files)`);
+      throw new ChainfsError(path, `${what} is a symbolic link (refused: replica files must be regular files)`);
     }
     throw fsError(path, e, `cannot open ${what}`);
   }
@@ -59,5 +59,6 @@ export function fileKind(st: fs.Stats): string {
   if (st.isBlockDevice()) return 'a block device';
   if (st.isCharacterDevice()) return 'a character device';
   if (st.isSymbolicLink()) return 'a symbolic link';
-  return 'not a regular file';
+  if (st.isFile()) return 'a regular file';
+  return 'an unknown kind of file';
 }

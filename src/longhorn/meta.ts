@@ -3,7 +3,7 @@
  * no tags: `volume.meta` and `<disk>.img.meta`). Strict about types, lenient
  * about unknown fields (newer engines add some). Never writes anything.
  */
-import { ChainfsError } from '../errors';
+import { ChainfsError, oneLine } from '../errors';
 import { isDiskFile, isPlainName } from './names';
 
 /** volume.meta (longhorn-engine pkg/replica/replica.go `Info`). */
@@ -36,7 +36,8 @@ function parseObject(file: string, text: string): Json {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new ChainfsError(file, `invalid JSON (${(e as Error).message})`);
+    // V8 quotes the text around the error, newlines and all: keep the report on one line.
+    throw new ChainfsError(file, `invalid JSON (${oneLine((e as Error).message, 200)})`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) {
     throw new ChainfsError(file, 'invalid metadata: expected a JSON object');

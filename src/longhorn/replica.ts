@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChainfsError, fsError } from '../errors';
+import { ChainfsError, fsError, oneLine } from '../errors';
 import { locateBacking, type BackingLocation } from './backing';
 import { fileKind, readMetaFile } from './files';
 import { parseDiskMeta, parseVolumeMeta, type DiskMeta, type VolumeMeta } from './meta';
@@ -23,7 +23,7 @@ export interface Disk {
   name: string;
   /** Parsed .meta, or the reason it could not be parsed (only fatal if the disk is used). */
   meta: DiskMeta | ChainfsError;
-  /** From lstat of the .img; undefined if it is missing or not a regular file. */
+  /** From lstat of the .img; undefined if it is missing or not a regular file (it may still be unreadable). */
   stat?: fs.Stats;
   /** Why the .img cannot be used, if it cannot. */
   imgProblem?: string;
@@ -72,7 +72,7 @@ export class Replica {
     if (meta.dirty) {
       warnings.push(`${metaPath}: Dirty is true: the replica was not closed cleanly, or is in use by an engine`);
     }
-    if (meta.error) warnings.push(`${metaPath}: Error recorded: ${meta.error}`);
+    if (meta.error) warnings.push(`${metaPath}: Error recorded: ${oneLine(meta.error, 300)}`);
     if (meta.encrypted) {
       warnings.push(`${metaPath}: volume is encrypted: views hold LUKS2 ciphertext (open them with cryptsetup)`);
     }
@@ -193,8 +193,9 @@ function scanDisks(dir: string): Map<string, Disk> {
     const d: Disk = { file, path: p, kind: isHead ? 'head' : 'snapshot', name: isHead ? file : snapshotName(file)!, meta };
     try {
       const st = fs.lstatSync(p);
-      if (st.isFile()) d.stat = st;
-      else d.imgProblem = `disk file is ${fileKind(st)}, not a regular file (refused)`;
+      if (!st.isFile()) d.imgProblem = `disk file is ${fileKind(st)}, not a regular file (refused)`;
+      else d.stat = st;
+      if (st.isFile() && !readable(p)) d.imgProblem = 'disk file is not readable: permission denied';
     } catch (e) {
       d.imgProblem = (e as NodeJS.ErrnoException).code === 'ENOENT'
         ? `disk file is missing (its .meta exists)` : fsError(p, e).message;
@@ -202,6 +203,16 @@ function scanDisks(dir: string): Map<string, Disk> {
     disks.set(file, d);
   }
   return disks;
+}
+
+/** access(R_OK): so that every command, inspect included, says an unreadable layer is unusable. */
+function readable(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
