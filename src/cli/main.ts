@@ -11,7 +11,6 @@ export function program(): Command {
   const p = new Command('chainfs')
     .description('Read Longhorn v1 replica chains offline: inspect, map, cat, mount, export')
     .version(require('../../package.json').version)
-    .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand()]) p.addCommand(c.exitOverride());
   return p;

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ChainfsError } from '../errors';
+import { ChainfsError, fsError, oneLine } from '../errors';
 import { findWriters } from '../longhorn/live';
 import { MountDaemon } from '../fuse/daemon';
 import { Log } from '../fuse/log';
@@ -93,13 +93,33 @@ function checkMountPoint(mp: string): void {
 async function mount(dir: string, mountPoint: string, opts: MountOptions): Promise<void> {
   const mp = absoluteMountPoint(mountPoint);
   if (!opts.foreground && opts.readyFd === undefined) return background(dir, mp, opts);
+  const ready = opts.readyFd === undefined ? undefined : new ReadyPipe(opts.readyFd);
+  try {
+    await serve(dir, mp, opts, ready);
+  } catch (e) {
+    // The waiting parent prints this as its one line; fail() logs it too.
+    ready?.say('error', e instanceof ChainfsError ? e.message : `internal error: ${(e as Error).message}`);
+    throw e;
+  }
+}
 
-  const layers = openLayers(dir, opts, opts.readyFd !== undefined);
+/**
+ * The daemon: checks the replica (backing image included: it is what the
+ * user came for), then the mount point, mounts, and serves until unmounted
+ * or signalled. Done once, in this process: a background mount's parent
+ * only waits for the verdict on the ready pipe.
+ */
+async function serve(dir: string, mp: string, opts: MountOptions, ready: ReadyPipe | undefined): Promise<void> {
+  const layers = openLayers(dir, opts, true);
   layers.backing(); // open the backing image now: its errors belong to mount
   checkMountPoint(mp);
-  const logFd = opts.log ? fs.openSync(opts.log, 'a') : 2;
+  const logFd = opts.log ? openLog(opts.log) : 2;
   const log = new Log(logFd, opts.debug);
-  for (const w of [...layers.replica.warnings, ...liveWarnings(layers.replica.dir)]) log.info(`warning: ${w}`);
+  for (const w of [...layers.replica.warnings, ...layers.warnings, ...liveWarnings(layers.replica.dir)]) {
+    log.info(`warning: ${w}`);
+    if (ready) ready.say('warn', w);
+    else if (logFd !== 2) warn(w);
+  }
   const daemon = new MountDaemon(layers, mp, {
     cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });
@@ -127,54 +147,96 @@ async function mount(dir: string, mountPoint: string, opts: MountOptions): Promi
 
   // Tell the waiting parent that the mount is readable (an async stat: this
   // process serves it).
-  if (opts.readyFd !== undefined) {
+  if (ready) {
     await fs.promises.stat(path.join(mp, 'volume.img'));
-    fs.writeSync(opts.readyFd, 'ok\n');
-    fs.closeSync(opts.readyFd);
+    ready.say('ok');
+    ready.close();
   }
 }
 
-/** Starts the daemon detached and waits until it says the mount is ready (or why not). */
-async function background(dir: string, mp: string, opts: MountOptions): Promise<void> {
-  // Validate in the foreground first, so that errors come out as one line
-  // here: the replica (backing image included) first, it is what the user
-  // came for, then the mount point.
-  const layers = openLayers(dir, opts);
+function openLog(file: string): number {
   try {
-    layers.backing();
-    for (const w of liveWarnings(layers.replica.dir)) warn(w);
-  } finally {
-    layers.close();
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    return fs.openSync(file, 'a');
+  } catch (e) {
+    throw fsError(file, e, 'cannot open the log file');
   }
-  checkMountPoint(mp);
+}
+
+/**
+ * The daemon's side of the ready pipe: one line per message,
+ * `warn TEXT`, then `ok` or `error TEXT`.
+ */
+class ReadyPipe {
+  constructor(private fd: number | undefined) {}
+
+  say(kind: 'warn' | 'ok' | 'error', text = ''): void {
+    if (this.fd === undefined) return;
+    try {
+      fs.writeSync(this.fd, `${kind}${text ? ` ${oneLine(text)}` : ''}\n`);
+    } catch {
+      this.fd = undefined; // the parent is gone: nobody to tell
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/**
+ * Starts the daemon detached and waits for its verdict on the ready pipe,
+ * printing its warnings; the daemon does every check itself (one replica
+ * open, not two: mounting a 250-snapshot replica stays fast).
+ */
+async function background(dir: string, mp: string, opts: MountOptions): Promise<void> {
   const logPath = opts.log ?? defaultLogPath(mp);
-  fs.mkdirSync(path.dirname(logPath), { recursive: true, mode: 0o700 });
-  const logFd = fs.openSync(logPath, 'a');
+  // The daemon's stdout/stderr go to its log. If we cannot open it here, the
+  // daemon reports that itself, after the replica checks that come first.
+  let logFd: number | 'ignore' = 'ignore';
+  try {
+    fs.mkdirSync(path.dirname(logPath), { recursive: true, mode: 0o700 });
+    logFd = fs.openSync(logPath, 'a');
+  } catch {
+    // see above
+  }
   const args = [process.argv[1], 'mount', dir, mp, '--ready-fd', '3', '--log', logPath, '--cache-mb', String(opts.cacheMb)];
   if (opts.backingFile) args.push('--backing-file', opts.backingFile);
   if (opts.force) args.push('--force');
   if (opts.allowOther) args.push('--allow-other');
   if (opts.debug) args.push('--debug');
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'] });
-  fs.closeSync(logFd);
-  const ready = child.stdio[3] as NodeJS.ReadableStream;
-  let said = '';
-  const result = await new Promise<string>((resolve) => {
-    const timer = setTimeout(() => resolve('timeout'), 30_000);
-    ready.on('data', (d: Buffer) => {
-      said += d.toString();
-      if (said.includes('\n')) { clearTimeout(timer); resolve('ok'); }
+  if (logFd !== 'ignore') fs.closeSync(logFd);
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  let pending = '';
+  const verdict = await new Promise<{ kind: string; text: string }>((resolve) => {
+    const timer = setTimeout(() => resolve({ kind: 'timeout', text: '' }), 30_000);
+    const done = (v: { kind: string; text: string }) => { clearTimeout(timer); resolve(v); };
+    pipe.on('data', (d: Buffer) => {
+      pending += d.toString();
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        const sp = line.indexOf(' ');
+        const kind = sp < 0 ? line : line.slice(0, sp);
+        const text = sp < 0 ? '' : line.slice(sp + 1);
+        if (kind === 'warn') warn(text);
+        else done({ kind, text });
+      }
     });
-    child.on('exit', (code) => { clearTimeout(timer); resolve(`exit ${code}`); });
+    child.on('exit', (code) => done({ kind: 'exit', text: String(code) }));
   });
-  if (result === 'ok') {
+  if (verdict.kind === 'ok') {
     child.unref();
-    (ready as unknown as { destroy(): void }).destroy();
+    (pipe as unknown as { destroy(): void }).destroy();
     return;
   }
-  if (result === 'timeout') child.kill('SIGTERM');
+  if (verdict.kind === 'error') throw new ChainfsError(undefined, verdict.text);
+  if (verdict.kind === 'timeout') child.kill('SIGTERM');
   const tail = lastError(logPath);
-  throw new ChainfsError(mp, `mount failed${tail ? `: ${tail}` : ` (${result}); see ${logPath}`}`);
+  throw new ChainfsError(mp, `mount failed${tail ? `: ${tail}` : ` (${verdict.kind} ${verdict.text}); see ${logPath}`}`);
 }
 
 /** The daemon's last error line, for the one-line message of a failed background mount. */
