@@ -12,7 +12,12 @@ export function program(): Command {
     .description('Read Longhorn v1 replica chains offline: inspect, map, cat, mount, export')
     .version(require('../../package.json').version)
     .exitOverride();
-  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand()]) p.addCommand(c.exitOverride());
+  // Usage errors as one line like every other error: `chainfs: unknown option '--x'`.
+  const output = { outputError: (str: string, write: (s: string) => void) => write(`chainfs: ${str.replace(/^error: /, '')}`) };
+  p.configureOutput(output);
+  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand()]) {
+    p.addCommand(c.exitOverride().configureOutput(output));
+  }
   return p;
 }
 
