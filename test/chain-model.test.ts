@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Chain } from '../src/chain/chain';
+import { LayerReadError } from '../src/errors';
 import type { Layer } from '../src/layer/layer';
 import { RawImageLayer } from '../src/layer/raw-image';
 import { SparseFileLayer } from '../src/layer/sparse-file';
@@ -105,5 +106,34 @@ describe('chain resolution vs the reference model', () => {
         for (const l of layers) l.close();
       }
     }), { numRuns: 150 });
+  });
+});
+
+describe('a layer whose mapping is corrupt in one block', () => {
+  it('fails only the reads that touch that block', () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'broken-'));
+    const p = path.join(dir, 'volume-snap-a.img');
+    const fd = fs.openSync(p, 'w+');
+    fs.ftruncateSync(fd, 16 * B);
+    fs.writeSync(fd, Buffer.alloc(16 * B, 7), 0, 16 * B, 0);
+    const good = new SparseFileLayer(fd, p, 'volume-snap-a.img', fs.fstatSync(fd));
+    // A layer above that cannot map block 5 (as a qcow2 with a bad L2 entry would).
+    const bad: Layer = {
+      name: 'bad', path: '/bad', size: 16 * B, allocatedBytes: 0,
+      blockStatus: (off) => {
+        if (Math.floor(off / B) === 5) throw new LayerReadError('/bad', 'corrupt entry');
+        return { kind: 'absent', length: off < 5 * B ? 5 * B - off : B - (off % B) };
+      },
+      read: () => { throw new Error('never read'); },
+      close: () => undefined,
+    };
+    const chain = new Chain([bad, good], 16 * B);
+    const b = Buffer.alloc(5 * B);
+    chain.read(b, 0, 5 * B, 0);
+    expect(b.equals(Buffer.alloc(5 * B, 7))).toBe(true);
+    chain.read(b, 0, 4 * B, 6 * B);
+    expect(b.subarray(0, 4 * B).equals(Buffer.alloc(4 * B, 7))).toBe(true);
+    expect(() => chain.read(b, 0, 2 * B, 4 * B)).toThrow(/corrupt entry/);
+    good.close();
   });
 });

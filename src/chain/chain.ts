@@ -12,7 +12,8 @@
  * 80 bytes per cached run, bounded by `cacheBytes` whatever the volume size.
  */
 import { LRUCache } from 'lru-cache';
-import type { Layer } from '../layer/layer';
+import { LayerReadError } from '../errors';
+import { BLOCK_SIZE, type BlockStatus, type Layer } from '../layer/layer';
 import type { ImageSource, ResolvedRun } from './source';
 
 /** Resolution unit. 4 MiB: 512 Ki regions for a 2 TiB volume, ~25 reads of 128 KiB each. */
@@ -143,13 +144,57 @@ export class Chain implements ImageSource {
     }
     const layer = this.layers[i];
     let pos = start;
+    let broken: BrokenRange | undefined;
     while (pos < end) {
-      const st = layer.blockStatus(pos, end - pos);
+      let st;
+      try {
+        st = layer.blockStatus(pos, end - pos);
+      } catch (e) {
+        if (!(e instanceof LayerReadError)) throw e;
+        // A corrupt mapping (a bad qcow2 L2 entry, a file cut short) fails
+        // only the reads that touch it: a 4 KiB error run, not the region.
+        const n = Math.min(BLOCK_SIZE - (pos % BLOCK_SIZE), end - pos);
+        broken ??= new BrokenRange(layer, e);
+        push(out, pos, n, broken);
+        pos += n;
+        continue;
+      }
       const n = Math.min(Math.max(st.length, 1), end - pos);
       if (st.kind === 'absent') this.resolve(i + 1, pos, pos + n, out);
       else push(out, pos, n, st.kind === 'data' ? layer : null);
       pos += n;
     }
+  }
+}
+
+/**
+ * Stands in a resolved run for a range whose owner could not be determined:
+ * every read of it throws the error that mapping gave (EIO for a mount).
+ */
+export class BrokenRange implements Layer {
+  readonly name: string;
+  readonly path: string;
+  readonly size: number;
+  readonly allocatedBytes = 0;
+  readonly error: LayerReadError;
+
+  constructor(layer: Layer, error: LayerReadError) {
+    this.name = layer.name;
+    this.path = layer.path;
+    this.size = layer.size;
+    this.error = error;
+  }
+
+  blockStatus(): BlockStatus {
+    throw this.error;
+  }
+
+  read(): void {
+    throw this.error;
+  }
+
+  close(): void {
+    // owns nothing
   }
 }
 

@@ -4,7 +4,7 @@
  * region by region, so a 2 TiB view needs no more memory than a small one.
  */
 import { Command } from 'commander';
-import { REGION_SIZE } from '../chain/chain';
+import { BrokenRange, REGION_SIZE } from '../chain/chain';
 import type { ResolvedRun } from '../chain/source';
 import { action, addReplicaOptions, openLayers, snapshotOption, type ReplicaOptions } from './common';
 import { formatBytes } from './format';
@@ -29,6 +29,7 @@ export function mapCommand(): Command {
         let first = true;
         let pending: ResolvedRun | undefined;
         const emit = (r: ResolvedRun) => {
+          if (r.layer instanceof BrokenRange) throw r.layer.error; // a map with a hole in it is no map
           if (opts.json) {
             const e = {
               start: r.offset, length: r.length, depth: r.layer ? depth.get(r.layer) : view.chain.layers.length,
