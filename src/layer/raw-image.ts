@@ -5,27 +5,12 @@
  * We still ask SEEK_DATA/SEEK_HOLE, so that holes are reported as `zero` and
  * an export does not allocate them.
  */
-import * as fs from 'node:fs';
 import { LayerReadError } from '../errors';
 import { native } from '../native';
-import { type BlockStatus, type Layer } from './layer';
-import { readCached, readFully, readFullyAsync } from './sparse-file';
+import type { BlockStatus } from './layer';
+import { FileLayer } from './file-layer';
 
-export class RawImageLayer implements Layer {
-  readonly name: string;
-  readonly path: string;
-  readonly size: number;
-  readonly allocatedBytes: number;
-  readonly fd: number;
-
-  constructor(fd: number, path: string, name: string, st: fs.Stats) {
-    this.fd = fd;
-    this.path = path;
-    this.name = name;
-    this.size = st.size;
-    this.allocatedBytes = st.blocks * 512;
-  }
-
+export class RawImageLayer extends FileLayer {
   blockStatus(offset: number, length: number): BlockStatus {
     if (offset >= this.size) return { kind: 'zero', length: Math.max(length, 1) };
     try {
@@ -37,21 +22,5 @@ export class RawImageLayer implements Layer {
     } catch (e) {
       throw new LayerReadError(this.path, `cannot map extents (${(e as Error).message})`);
     }
-  }
-
-  read(buf: Buffer, bufOffset: number, length: number, position: number): void {
-    readFully(this.fd, this.path, this.size, buf, bufOffset, length, position);
-  }
-
-  readNoWait(buf: Buffer, bufOffset: number, length: number, position: number): boolean {
-    return readCached(this.fd, this.path, this.size, buf, bufOffset, length, position);
-  }
-
-  readAsync(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
-    return readFullyAsync(this.fd, this.path, this.size, buf, bufOffset, length, position);
-  }
-
-  close(): void {
-    fs.closeSync(this.fd);
   }
 }

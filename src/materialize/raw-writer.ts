@@ -15,8 +15,7 @@ import * as fs from 'node:fs';
 import type { ImageSource } from '../chain/source';
 import { ChainfsError } from '../errors';
 import { BLOCK_SIZE, type Layer } from '../layer/layer';
-import { RawImageLayer } from '../layer/raw-image';
-import { SparseFileLayer } from '../layer/sparse-file';
+import { FileLayer } from '../layer/file-layer';
 import { native } from '../native';
 import { CHUNK, type Sha512Worker } from './checksum';
 
@@ -119,7 +118,7 @@ class RunCopier {
 }
 
 function fileDescriptor(layer: Layer): number | undefined {
-  return layer instanceof SparseFileLayer || layer instanceof RawImageLayer ? layer.fd : undefined;
+  return layer instanceof FileLayer ? layer.fd : undefined;
 }
 
 /**
