@@ -17,6 +17,8 @@ export interface Native {
   preadNoWait(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): number;
   /** fcntl(F_SETPIPE_SZ): the new capacity, or -1 if `fd` is not a pipe or the size is refused. */
   setPipeSize(fd: number, bytes: number): number;
+  /** sync_file_range(SYNC_FILE_RANGE_WRITE) of the whole file: start writeback, do not wait. */
+  startWriteback(fd: number): void;
 }
 
 // Loaded from the build tree both when running from dist/ and from src/ (vitest).

@@ -68,4 +68,13 @@ describe('copyFileRange / punchHole / preadNoWait', () => {
     expect(() => native.preadNoWait(fd, b, 1, 4096, 0)).toThrow(RangeError);
     fs.closeSync(fd);
   });
+
+  it('starts writeback of a regular file, and refuses a pipe', () => {
+    const fd = sparseFile('w', 1 << 16, [[0, 1 << 16]]);
+    expect(() => native.startWriteback(fd)).not.toThrow();
+    fs.closeSync(fd);
+    const [r] = [fs.openSync('/dev/null', 'r')];
+    expect(native.setPipeSize(r, 1 << 20)).toBe(-1); // not a pipe
+    fs.closeSync(r);
+  });
 });

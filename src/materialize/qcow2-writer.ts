@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import type { ImageSource, ResolvedRun } from '../chain/source';
 import { ChainfsError } from '../errors';
+import { WriteBehind } from './write-behind';
 
 export interface Qcow2WriteOptions {
   /**
@@ -208,6 +209,7 @@ class HostFile {
   /** Next free byte; every host cluster below it is in use. */
   private pos = 0;
   private readonly out = Buffer.allocUnsafe(BATCH);
+  private readonly writeBehind: WriteBehind;
   /** File offset of out[0]; out holds [outStart, pos). */
   private outStart = 0;
   private outLen = 0;
@@ -222,6 +224,7 @@ class HostFile {
   private readonly blockOffsets: number[] = [];
 
   constructor(private readonly fd: number, private readonly cs: number) {
+    this.writeBehind = new WriteBehind(fd);
     this.perBlock = (cs * 8) / (1 << REFCOUNT_ORDER);
     this.rangeBytes = this.perBlock * cs;
   }
@@ -361,6 +364,7 @@ class HostFile {
 
   private flush(): void {
     if (this.outLen > 0) writeAll(this.fd, this.out.subarray(0, this.outLen), this.outStart);
+    this.writeBehind.wrote(this.outLen);
     this.outStart += this.outLen;
     this.outLen = 0;
   }

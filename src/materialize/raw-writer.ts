@@ -18,6 +18,7 @@ import { BLOCK_SIZE, type Layer } from '../layer/layer';
 import { FileLayer } from '../layer/file-layer';
 import { native } from '../native';
 import { CHUNK, type Sha512Worker } from './checksum';
+import { WriteBehind } from './write-behind';
 
 /** Virtual bytes resolved per runs() query: a stretch of holes costs one query. */
 const SCAN_WINDOW = 256 << 20;
@@ -55,7 +56,10 @@ class RunCopier {
   private useCopyRange: boolean;
   private own: Buffer | null = null;
 
+  private readonly writeBehind: WriteBehind;
+
   constructor(private readonly fd: number, private readonly opts: RawWriteOptions) {
+    this.writeBehind = new WriteBehind(fd);
     this.useCopyRange = !opts.hash;
   }
 
@@ -112,6 +116,7 @@ class RunCopier {
   }
 
   private advance(n: number): void {
+    this.writeBehind.wrote(n);
     this.done += n;
     this.opts.onData?.(this.done);
   }
