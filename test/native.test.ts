@@ -69,7 +69,7 @@ describe('copyFileRange / punchHole / preadNoWait', () => {
     fs.closeSync(fd);
   });
 
-  it('starts writeback of a regular file, and refuses a pipe', () => {
+  it('starts writeback of a regular file; setPipeSize says -1 for a non-pipe', () => {
     const fd = sparseFile('w', 1 << 16, [[0, 1 << 16]]);
     expect(() => native.startWriteback(fd)).not.toThrow();
     fs.closeSync(fd);
