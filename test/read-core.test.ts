@@ -97,3 +97,18 @@ describe.each(SCENARIOS.map((s) => [s.name, s] as const))('%s', (_name, scenario
     if (scenario.backing) expect(rep.backing.format).toBe(scenario.backing.format);
   });
 });
+
+describe('a backing image linked into place (a copied tree)', () => {
+  it('is followed, as the engine follows it, and reads like the original', () => {
+    const scenario = SCENARIOS.find((s) => s.backing?.format === 'raw')!;
+    const built = buildReplica(scenario, tmp);
+    const oracle = buildOracle(scenario, tmp);
+    const elsewhere = path.join(tmp, `moved-backing-${process.pid}`);
+    fs.renameSync(built.backingPath!, elsewhere);
+    fs.symlinkSync(elsewhere, built.backingPath!);
+    const out = chainfsOk(['cat', built.dir]);
+    expect(out.equals(fs.readFileSync(oracle.views.get(built.views[0].file)!))).toBe(true);
+    const rep = JSON.parse(chainfsOk(['inspect', '--json', built.dir]).toString());
+    expect(rep.backing.path).toBe(elsewhere);
+  });
+});

@@ -38,13 +38,13 @@ export function locateBacking(replicaDir: string, recorded: string, override?: s
   if (override) {
     const p = resolveFileOrSingleFileDir(override);
     if (typeof p !== 'string') throw new ChainfsError(override, `backing file (--backing-file) ${p.reason}`);
-    return { path: p, tried: [override] };
+    return { path: realPath(p), tried: [override] };
   }
   const tried = backingCandidates(replicaDir, recorded);
   const why: string[] = [];
   for (const c of tried) {
     const p = resolveFileOrSingleFileDir(c);
-    if (typeof p === 'string') return { path: p, tried };
+    if (typeof p === 'string') return { path: realPath(p), tried };
     why.push(p.reason === NOT_FOUND ? c : `${c} (${p.reason})`);
   }
   throw new ChainfsError(path.join(replicaDir, 'volume.meta'),
@@ -52,6 +52,20 @@ export function locateBacking(replicaDir: string, recorded: string, override?: s
 }
 
 const NOT_FOUND = 'does not exist';
+
+/**
+ * The backing image lives outside the replica directory and the engine
+ * follows links to it (a copied tree may well link it into place), so a
+ * link is resolved here, once; the file itself is then opened like every
+ * other one, read-only and without following links.
+ */
+function realPath(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return p; // gone meanwhile: opening it will say so
+  }
+}
 
 /** The file at `p`, or the one file of directory `p`; otherwise why not (not found, permission denied, a FIFO, ...). */
 function resolveFileOrSingleFileDir(p: string): string | { reason: string } {

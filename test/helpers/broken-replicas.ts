@@ -417,15 +417,6 @@ export const BROKEN_CASES: readonly BrokenCase[] = [
     breakIt: (r) => { replaceWith(r.backingPath!, fifo); return { file: volumeMeta(r) }; },
   },
   {
-    name: 'backing image is a symbolic link', base: 'raw', stage: 'open', message: /symbolic link \(refused/,
-    breakIt: (r, ctx) => {
-      const target = path.join(ctx.outside, 'backing.raw');
-      fs.copyFileSync(r.backingPath!, target);
-      replaceWith(r.backingPath!, (p) => fs.symlinkSync(target, p));
-      return { file: r.backingPath! };
-    },
-  },
-  {
     name: 'backing image unreadable (nobody)', base: 'raw', stage: 'open', asNobody: true, message: /permission denied/,
     breakIt: (r) => { fs.chmodSync(r.backingPath!, 0o600); return { file: r.backingPath! }; },
   },
