@@ -35,7 +35,7 @@ export function mountCommand(): Command {
     .option('-f, --foreground', 'stay in the foreground and log to stderr')
     .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', parsePositive, 64)
     .option('--allow-other', 'let other users read the images (file modes follow the replica; needs user_allow_other for non-root)')
-    .option('--debug', 'log every FUSE request (implies -f output)')
+    .option('--debug', 'log every FUSE request (to the log; to stderr with -f)')
     .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs)')
     .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(Number).hideHelp())
     .action(action((dir: string, mp: string, opts: MountOptions) => mount(dir, mp, opts)));
