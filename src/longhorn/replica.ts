@@ -81,7 +81,16 @@ export class Replica {
       backing = locateBacking(abs, meta.backingFilePath, opts.backingFile);
     }
     const r = new Replica(abs, meta, recovered, disks, backing, warnings);
-    r.chain(meta.head); // the head's chain must be sound for any command
+    const chain = r.chain(meta.head); // the head's chain must be sound for any command
+    const head = chain[0];
+    const headParent = (head.meta as DiskMeta).parent;
+    if (!recovered && meta.parent !== headParent) {
+      // The engine re-derives Parent from the head's .meta; so do we.
+      warnings.push(`${metaPath}: Parent ${JSON.stringify(meta.parent)} differs from ${head.file}.meta's ${JSON.stringify(headParent)}; following the head's .meta, as the engine does`);
+    }
+    if (head.stat && head.stat.size !== meta.size) {
+      warnings.push(`${head.path}: file size ${head.stat.size} differs from volume.meta Size ${meta.size}; the volume is ${meta.size} bytes`);
+    }
     return r;
   }
 
