@@ -4,8 +4,7 @@
  */
 import { Command, Option } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
-import { Replica } from '../longhorn/replica';
-import { LayerSet } from '../chain/view';
+import type { LayerSet } from '../chain/view';
 
 export interface ReplicaOptions {
   backingFile?: string;
@@ -26,6 +25,10 @@ export const snapshotOption = () =>
 
 /** Opens the replica's metadata and its layer set; prints warnings to stderr. */
 export function openLayers(dir: string, opts: ReplicaOptions, quietWarnings = false): LayerSet {
+  // Loaded here, not at the top: every command's start (and a mount's two
+  // processes) does not pay for modules that `--help` or umount never use.
+  const { Replica } = require('../longhorn/replica') as typeof import('../longhorn/replica');
+  const { LayerSet } = require('../chain/view') as typeof import('../chain/view');
   const replica = Replica.open(dir, { backingFile: opts.backingFile, force: opts.force });
   const layers = new LayerSet(replica);
   if (!quietWarnings) for (const w of replica.warnings) warn(w);

@@ -13,12 +13,34 @@ export function program(): Command {
     .version(require('../../package.json').version)
     .exitOverride();
   // Usage errors as one line like every other error: `chainfs: unknown option '--x'`.
-  const output = { outputError: (str: string, write: (s: string) => void) => write(`chainfs: ${str.replace(/^error: /, '')}`) };
+  const output = {
+    outputError: (str: string, write: (s: string) => void) => {
+      const msg = str.replace(/^error: /, '').trim();
+      write(`chainfs: ${msg}\n`);
+      tellLauncher(`usage ${msg}`);
+    },
+  };
   p.configureOutput(output);
   for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand()]) {
     p.addCommand(c.exitOverride().configureOutput(output));
   }
   return p;
+}
+
+/**
+ * A daemon started by a background mount (src/cli/launch.ts) gets its
+ * arguments second-hand: a usage error must reach the user through the
+ * ready pipe, not the daemon's log.
+ */
+function tellLauncher(line: string): void {
+  const i = process.argv.indexOf('--ready-fd');
+  const fd = i > 0 ? Number(process.argv[i + 1]) : NaN;
+  if (!Number.isInteger(fd)) return;
+  try {
+    require('node:fs').writeSync(fd, `${line.replace(/\n/g, ' ')}\n`);
+  } catch {
+    // nobody is listening
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -4,19 +4,18 @@
  * mount is ready and readable, leaving a daemon behind; with -f it stays in
  * the foreground and logs to stderr. SIGINT/SIGTERM unmount and exit.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
 import { findWriters } from '../longhorn/live';
-import { MountDaemon } from '../fuse/daemon';
 import { Log } from '../fuse/log';
 import {
   absoluteMountPoint, defaultLogPath, fusermount, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
   removeRecord, writeRecord,
 } from '../fuse/mountpoint';
-import { action, addReplicaOptions, openLayers, warn, type ReplicaOptions } from './common';
+import { startDaemon } from './launch';
+import { EXIT_USAGE, action, addReplicaOptions, openLayers, warn, type ReplicaOptions } from './common';
 
 interface MountOptions extends ReplicaOptions {
   foreground?: boolean;
@@ -113,13 +112,16 @@ async function serve(dir: string, mp: string, opts: MountOptions, ready: ReadyPi
   const layers = openLayers(dir, opts, true);
   layers.backing(); // open the backing image now: its errors belong to mount
   checkMountPoint(mp);
-  const logFd = opts.log ? openLog(opts.log) : 2;
+  // A background daemon logs to its log file (by default next to its pid file).
+  const logFile = opts.log ?? (ready ? defaultLogPath(mp) : undefined);
+  const logFd = logFile ? openLog(logFile) : 2;
   const log = new Log(logFd, opts.debug);
   for (const w of [...layers.replica.warnings, ...layers.warnings, ...liveWarnings(layers.replica.dir)]) {
     log.info(`warning: ${w}`);
     if (ready) ready.say('warn', w);
     else if (logFd !== 2) warn(w);
   }
+  const { MountDaemon } = await import('../fuse/daemon'); // fuse-native: only the daemon needs it
   const daemon = new MountDaemon(layers, mp, {
     cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });
@@ -186,9 +188,9 @@ class ReadyPipe {
 }
 
 /**
- * Starts the daemon detached and waits for its verdict on the ready pipe,
- * printing its warnings; the daemon does every check itself (one replica
- * open, not two: mounting a 250-snapshot replica stays fast).
+ * Starts the daemon detached and waits for its verdict (src/cli/launch.ts),
+ * printing its warnings. Used when bin/chainfs's fast path did not apply
+ * (e.g. --debug, whose libfuse output goes to the log through stderr).
  */
 async function background(dir: string, mp: string, opts: MountOptions): Promise<void> {
   const logPath = opts.log ?? defaultLogPath(mp);
@@ -201,42 +203,20 @@ async function background(dir: string, mp: string, opts: MountOptions): Promise<
   } catch {
     // see above
   }
-  const args = [process.argv[1], 'mount', dir, mp, '--ready-fd', '3', '--log', logPath, '--cache-mb', String(opts.cacheMb)];
+  const args = ['mount', dir, mp, '--log', logPath, '--cache-mb', String(opts.cacheMb)];
   if (opts.backingFile) args.push('--backing-file', opts.backingFile);
   if (opts.force) args.push('--force');
   if (opts.allowOther) args.push('--allow-other');
   if (opts.debug) args.push('--debug');
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFd, logFd, 'pipe'] });
+  const verdict = await startDaemon(args, logFd, warn);
   if (logFd !== 'ignore') fs.closeSync(logFd);
-  const pipe = child.stdio[3] as NodeJS.ReadableStream;
-  let pending = '';
-  const verdict = await new Promise<{ kind: string; text: string }>((resolve) => {
-    const timer = setTimeout(() => resolve({ kind: 'timeout', text: '' }), 30_000);
-    const done = (v: { kind: string; text: string }) => { clearTimeout(timer); resolve(v); };
-    pipe.on('data', (d: Buffer) => {
-      pending += d.toString();
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        const sp = line.indexOf(' ');
-        const kind = sp < 0 ? line : line.slice(0, sp);
-        const text = sp < 0 ? '' : line.slice(sp + 1);
-        if (kind === 'warn') warn(text);
-        else done({ kind, text });
-      }
-    });
-    child.on('exit', (code) => done({ kind: 'exit', text: String(code) }));
-  });
-  if (verdict.kind === 'ok') {
-    child.unref();
-    (pipe as unknown as { destroy(): void }).destroy();
-    return;
+  if (verdict.ok) return;
+  if (verdict.usage) {
+    process.stderr.write(`chainfs: ${verdict.message}\n`);
+    process.exit(EXIT_USAGE);
   }
-  if (verdict.kind === 'error') throw new ChainfsError(undefined, verdict.text);
-  if (verdict.kind === 'timeout') child.kill('SIGTERM');
-  const tail = lastError(logPath);
-  throw new ChainfsError(mp, `mount failed${tail ? `: ${tail}` : ` (${verdict.kind} ${verdict.text}); see ${logPath}`}`);
+  const tail = verdict.message.startsWith('the daemon exited') ? lastError(logPath) : undefined;
+  throw new ChainfsError(undefined, tail ?? `${verdict.message}; see ${logPath}`);
 }
 
 /** The daemon's last error line, for the one-line message of a failed background mount. */

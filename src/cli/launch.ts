@@ -1,0 +1,72 @@
+/**
+ * Starting a background mount daemon and waiting for its verdict. Kept free
+ * of heavy imports: `bin/chainfs mount DIR MP` comes here before loading the
+ * rest of the CLI, so that of the two Node processes a background mount
+ * needs (this one and the daemon), this one costs as little as possible.
+ *
+ * The daemon checks everything itself (replica, backing image, mount point)
+ * and reports on fd 3, one line each: `warn TEXT`, then `ok`, `error TEXT`
+ * or `usage TEXT` (its arguments were refused).
+ */
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+
+export interface Verdict {
+  ok: boolean;
+  /** The daemon refused its arguments (exit 2, like any usage error). */
+  usage?: boolean;
+  /** The daemon's one-line error, or what happened to it. */
+  message: string;
+}
+
+/**
+ * Runs `chainfs ARGS --ready-fd 3` detached, with stdout/stderr on
+ * `output`; warnings go to `onWarning`. Resolves when the mount is readable
+ * (the daemon keeps running) or the daemon gave up.
+ */
+export function startDaemon(args: string[], output: number | 'ignore', onWarning: (w: string) => void): Promise<Verdict> {
+  const bin = path.resolve(__dirname, '..', '..', 'bin', 'chainfs');
+  const child = spawn(process.execPath, [bin, ...args, '--ready-fd', '3'], {
+    detached: true, stdio: ['ignore', output, output, 'pipe'],
+  });
+  const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
+  let pending = '';
+  return new Promise<Verdict>((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGTERM'); done({ ok: false, message: 'no answer from the daemon in 30 s' }); }, 30_000);
+    let settled = false;
+    const done = (v: Verdict) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (v.ok) {
+        child.unref();
+        pipe.destroy();
+      }
+      resolve(v);
+    };
+    pipe.on('data', (d: Buffer) => {
+      pending += d.toString();
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        const sp = line.indexOf(' ');
+        const kind = sp < 0 ? line : line.slice(0, sp);
+        const text = sp < 0 ? '' : line.slice(sp + 1);
+        if (kind === 'warn') onWarning(text);
+        else if (kind === 'ok') done({ ok: true, message: '' });
+        else if (kind === 'usage') done({ ok: false, usage: true, message: text });
+        else done({ ok: false, message: text });
+      }
+    });
+    child.on('exit', (code, signal) => done({ ok: false, message: `the daemon exited (${signal ?? `status ${code}`})` }));
+  });
+}
+
+/** `chainfs mount DIR MP [options]` without -f: the fast path used by bin/chainfs. */
+export async function launch(args: string[]): Promise<never> {
+  const v = await startDaemon(args, 'ignore', (w) => process.stderr.write(`chainfs: warning: ${w}\n`));
+  if (v.ok) process.exit(0);
+  process.stderr.write(`chainfs: ${v.message}\n`);
+  process.exit(v.usage ? 2 : 1);
+}
