@@ -42,6 +42,7 @@ build: setup $(NATIVE)
 	node_modules/.bin/tsc -p tsconfig.json
 
 test: build
+	node_modules/.bin/tsc -p test/tsconfig.json
 	node_modules/.bin/vitest run
 
 demo: build

@@ -6,12 +6,11 @@
  * exist here).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildExt4Replica, type Ext4Replica } from './helpers/ext4-replica';
+import { buildExt4Replica, hashTree, type Ext4Replica } from './helpers/ext4-replica';
 import { mountReplica, unmount, unmountAll } from './helpers/mount';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-ext4-'));
@@ -39,16 +38,7 @@ function readFilesystem(image: string, at: string, expected: Map<string, string>
   execFileSync('mount', ['-t', 'ext4', '-o', 'ro,noload', loop, at]);
   fsMounts.push(at);
   try {
-    const seen = new Map<string, string>();
-    const walk = (d: string) => {
-      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-        const p = path.join(d, e.name);
-        if (e.name === 'lost+found') continue;
-        if (e.isDirectory()) walk(p);
-        else seen.set(path.relative(at, p), createHash('sha256').update(fs.readFileSync(p)).digest('hex'));
-      }
-    };
-    walk(at);
+    const seen = hashTree(at);
     expect(seen).toEqual(expected);
   } finally {
     execFileSync('umount', [at]);

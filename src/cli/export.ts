@@ -8,23 +8,12 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError } from '../errors';
 // The materializer (workers, cli-progress) is loaded only when export runs:
 // every other command starts faster without it.
-import type { ExportFormat, ExportLayout, ExportSummary } from '../materialize/export';
+import type { ExportRequest, ExportSummary } from '../materialize/export';
 import { action, snapshotOption, warn } from './common';
 import { formatBytes } from './format';
 
-interface ExportOptions {
-  snapshot?: string;
-  format: ExportFormat;
-  layout: ExportLayout;
-  clusterSize?: number;
-  compress?: boolean;
-  backingFile?: string;
-  overwrite?: boolean;
-  force?: boolean;
-  checksum?: boolean;
-  quiet?: boolean;
-  json?: boolean;
-}
+/** The request's fields as commander parses them, plus what only the CLI uses. */
+type ExportOptions = Omit<ExportRequest, 'dir' | 'out'> & { quiet?: boolean; json?: boolean };
 
 export function exportCommand(): Command {
   return new Command('export')

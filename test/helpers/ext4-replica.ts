@@ -31,7 +31,8 @@ function rand(seed: number, n: number): Buffer {
   return b;
 }
 
-function hashTree(root: string): Map<string, string> {
+/** path inside `root` -> SHA-256 of every file (lost+found skipped). */
+export function hashTree(root: string): Map<string, string> {
   const out = new Map<string, string>();
   const walk = (d: string) => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
