@@ -36,7 +36,7 @@ node_modules/.package-lock.json: package-lock.json package.json
 	@touch $@
 
 $(NATIVE): native/chainfs_native.cc native/binding.gyp node_modules/.package-lock.json
-	cd native && ../node_modules/.bin/node-gyp rebuild --nodedir=/usr >/dev/null
+	cd native && ../node_modules/.bin/node-gyp rebuild --nodedir=/usr --loglevel=warn >/dev/null
 
 build: setup $(NATIVE)
 	node_modules/.bin/tsc -p tsconfig.json
