@@ -106,15 +106,19 @@ export class MountDaemon {
       this.onExternalUnmount();
       return;
     }
-    for (const v of this.tree.views) this.checkView(v);
+    // Views share layer files: stat each file once per tick, not once per view
+    // (250 open snapshot views of a 250-layer chain would be 62,500 fstat).
+    const seen = new Map<string, string | undefined>();
+    for (const v of this.tree.views) this.checkView(v, seen);
   }
 
   /** Marks a view stale if one of its layer files changed since we opened it. */
-  private checkView(v: Tree['views'][number]): void {
+  private checkView(v: Tree['views'][number], seen = new Map<string, string | undefined>()): void {
     const opened = v.view.opened;
     if (!opened || v.view.stale) return;
     for (const d of opened.disks) {
-      const why = this.layers.disk(d).changed();
+      if (!seen.has(d.file)) seen.set(d.file, this.layers.disk(d).changed());
+      const why = seen.get(d.file);
       if (why) {
         v.view.stale = `${d.file} ${why} while mounted (is the replica in use?)`;
         opened.chain.invalidate();
