@@ -4,7 +4,6 @@
  * per replica and shared by every view that uses them.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Layer } from '../layer/layer';
 import { openImage, type ImageFormat } from '../layer/open-image';
 import { SparseFileLayer } from '../layer/sparse-file';
@@ -79,8 +78,4 @@ export class LayerSet {
     this.backingImage?.layer.close();
     this.backingImage = undefined;
   }
-}
-
-export function displayPath(p: string): string {
-  return path.relative(process.cwd(), p) || p;
 }
