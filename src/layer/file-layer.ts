@@ -49,6 +49,26 @@ export function shrunk(path: string, was: number, endsBy: number): LayerReadErro
 }
 
 /**
+ * pread `n` bytes into buf[at, at+n) from `pos`, or up to the end of the
+ * file; returns the bytes read. An I/O error becomes `fail(error, offset)`,
+ * so each caller words it (the layer file, the qcow2 structure read).
+ */
+export function preadUpTo(fd: number, buf: Buffer, at: number, n: number, pos: number,
+  fail: (e: unknown, offset: number) => Error): number {
+  let got = 0;
+  try {
+    while (got < n) {
+      const r = fs.readSync(fd, buf, at + got, n - got, pos + got);
+      if (r === 0) break;
+      got += r;
+    }
+  } catch (e) {
+    throw fail(e, pos + got);
+  }
+  return got;
+}
+
+/**
  * pread until `length` bytes are in `buf`; bytes at or past `size` (the
  * size at open) are zeros. A file that ends before `size` was cut short
  * while we read it (a live head, a half-copied file): that is an error, not
@@ -57,16 +77,8 @@ export function shrunk(path: string, was: number, endsBy: number): LayerReadErro
 function readFully(fd: number, path: string, size: number, buf: Buffer, bufOffset: number,
   length: number, position: number): void {
   const inFile = Math.max(0, Math.min(length, size - position));
-  let done = 0;
-  try {
-    while (done < inFile) {
-      const n = fs.readSync(fd, buf, bufOffset + done, inFile - done, position + done);
-      if (n === 0) break;
-      done += n;
-    }
-  } catch (e) {
-    throw new LayerReadError(path, `read at offset ${position + done} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const done = preadUpTo(fd, buf, bufOffset, inFile, position, (e, at) =>
+    new LayerReadError(path, `read at offset ${at} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`));
   if (done < inFile) throw shrunk(path, size, position + done);
   if (done < length) buf.fill(0, bufOffset + done, bufOffset + length);
 }

@@ -16,6 +16,7 @@ import * as fs from 'fs';
 import * as zlib from 'zlib';
 import { LRUCache } from 'lru-cache';
 import { ChainfsError, LayerReadError, fsError } from '../errors';
+import { preadUpTo } from './file-layer';
 import type { BlockStatus, Layer, RunKind } from './layer';
 
 export const QCOW2_MAGIC = 0x514649fb;
@@ -441,18 +442,8 @@ function checkL1Entry(
 
 /** preads until `n` bytes or end of file; returns the bytes read. I/O errors become LayerReadError. */
 function readFully(fd: number, path: string, buf: Buffer, at: number, n: number, pos: number): number {
-  let got = 0;
-  try {
-    while (got < n) {
-      const r = fs.readSync(fd, buf, at + got, n - got, pos + got);
-      if (r === 0) break;
-      got += r;
-    }
-  } catch (e) {
-    const reason = fsError('', e).message; // '' : the reason alone, no file prefix
-    throw new LayerReadError(path, `qcow2: reading ${n} bytes at ${hex(pos)}: ${reason}`);
-  }
-  return got;
+  return preadUpTo(fd, buf, at, n, pos, (e) =>
+    new LayerReadError(path, `qcow2: reading ${n} bytes at ${hex(pos)}: ${fsError('', e).message}`)); // '': the reason alone
 }
 
 function safeNumber(v: bigint, path: string, what: string): number {
