@@ -10,7 +10,7 @@ import { ChainfsError } from '../errors';
 // every other command starts faster without it.
 import type { ExportRequest, ExportSummary } from '../materialize/export';
 import { action, snapshotOption, warn } from './common';
-import { formatBytes } from './format';
+import { formatBytes } from '../units';
 
 /** The request's fields as commander parses them, plus what only the CLI uses. */
 type ExportOptions = Omit<ExportRequest, 'dir' | 'out'> & { quiet?: boolean; json?: boolean };

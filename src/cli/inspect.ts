@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { replicaReport, type ReplicaReport } from '../chain/report';
 import { action, addReplicaOptions, openLayers, type ReplicaOptions } from './common';
-import { formatBytes, table } from './format';
+import { formatBytes } from '../units';
+import { table } from './format';
 
 export function inspectCommand(): Command {
   return addReplicaOptions(new Command('inspect'))

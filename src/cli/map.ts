@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { BrokenRange, REGION_SIZE } from '../chain/chain';
 import type { ResolvedRun } from '../chain/source';
 import { action, addReplicaOptions, openLayers, snapshotOption, type ReplicaOptions } from './common';
-import { formatBytes } from './format';
+import { formatBytes } from '../units';
 
 const STEP = 64 * REGION_SIZE;
 

@@ -5,7 +5,7 @@
  * a second whatever the update rate.
  */
 import { SingleBar } from 'cli-progress';
-import { formatBytes } from '../cli/format';
+import { formatBytes } from '../units';
 import type { JobProgress } from './job';
 
 export class ProgressBar {

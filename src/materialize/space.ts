@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import type { ImageSource } from '../chain/source';
 import { ChainfsError } from '../errors';
-import { formatBytes } from '../cli/format';
+import { formatBytes } from '../units';
 
 const SCAN_WINDOW = 256 << 20;
 
