@@ -3,13 +3,15 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-# Debian packages: libfuse2 for fuse-native, fuse3 for fusermount (unmount),
-# qemu-utils (qemu-img/qemu-io: the oracle in tests), e2fsprogs (mkfs.ext4 -d).
-APT_PKGS := libfuse2 fuse3 qemu-utils e2fsprogs
+# Debian packages: the addon's build tools (g++, make, python3 for node-gyp),
+# libfuse2 and its headers (libfuse-dev, found by pkg-config) for the mount
+# daemon, fuse3 for fusermount (unmount), qemu-utils (qemu-img/qemu-io: the
+# oracle in tests), e2fsprogs (mkfs.ext4 -d).
+APT_PKGS := g++ make python3 pkg-config libfuse2 libfuse-dev fuse3 qemu-utils e2fsprogs
 # Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
 # (peak RSS of a child) and openssl (the hash anchor).
 BENCH_APT_PKGS := qemu-system-common fio time openssl
-NATIVE := native/build/Release/chainfs_native.node
+NATIVE := native/build/Release/chainfs_native.node native/build/Release/chainfs_fuse.node
 SIZE ?= 4G
 
 .PHONY: setup setup-bench build test demo bench clean
@@ -35,7 +37,7 @@ node_modules/.package-lock.json: package-lock.json package.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-$(NATIVE): native/chainfs_native.cc native/binding.gyp node_modules/.package-lock.json
+$(NATIVE) &: native/chainfs_native.cc native/chainfs_fuse.cc native/binding.gyp node_modules/.package-lock.json
 	cd native && ../node_modules/.bin/node-gyp rebuild --nodedir=/usr --loglevel=warn >/dev/null
 
 build: setup $(NATIVE)

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chainfs } from './helpers/cli';
 import { buildOracle } from './helpers/oracle';
-import { buildReplica } from './helpers/replica-builder';
+import { buildReplica, type Scenario } from './helpers/replica-builder';
 import { SCENARIOS } from './helpers/scenarios';
 import { fingerprintTree } from './helpers/tree';
 import { cmp, daemonPid, isMounted, mountReplica, sh, unmount, unmountAll } from './helpers/mount';
@@ -159,6 +159,14 @@ describe('mount behaviour', () => {
     const r2 = chainfs(['mount', path.join(tmp, 'no-such-replica'), tmp]);
     expect(r2.code).toBe(1);
     expect(r2.stderr).toMatch(/no-such-replica.*no such file/);
+    const full = path.join(tmp, 'not-empty');
+    fs.mkdirSync(full, { recursive: true });
+    fs.writeFileSync(path.join(full, 'keep-me'), 'x');
+    const r4 = chainfs(['mount', built.dir, full]);
+    expect(r4.code).toBe(1);
+    expect(r4.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r4.stderr).toMatch(/not-empty: mount point is not empty/);
+    expect(isMounted(full)).toBe(false);
     const r3 = chainfs(['umount', path.join(tmp)]);
     expect(r3.code).toBe(1);
     expect(r3.stderr).toMatch(/not mounted/);
@@ -173,5 +181,61 @@ describe('mount behaviour', () => {
     } finally {
       unmount(mp);
     }
+  });
+});
+
+describe('read fast path (reads served in C from published runs)', () => {
+  const GiB = 1024 ** 3;
+  const N = 700;
+  // One 4 KiB block in each of N GiB-apart places, across two layers: every
+  // read lands in its own region and its own 1 GiB chunk of the published
+  // table, so with --cache-mb 1 the table goes over budget and is dropped.
+  const offsets = Array.from({ length: N }, (_, i) => i * GiB + ((i * 7919) % 256) * 4096);
+  const scenario: Scenario = {
+    name: 'wide',
+    size: (N + 4) * GiB,
+    ops: [
+      ...offsets.slice(0, N / 2).map((offset, i) => ({ op: 'write' as const, offset, length: 4096, data: { kind: 'seed' as const, seed: 1000 + i } })),
+      { op: 'snapshot', name: 'half' },
+      ...offsets.slice(N / 4).map((offset, i) => ({ op: 'write' as const, offset, length: 4096, data: { kind: 'seed' as const, seed: 5000 + i } })),
+    ],
+  };
+  const mp = path.join(tmp, 'mnt-wide');
+  afterAll(() => unmountAll());
+
+  it('first reads go through JS, repeats are served in C, a table over budget refills: every byte as the model says', () => {
+    const built = buildReplica(scenario, tmp);
+    const log = path.join(tmp, 'wide.log');
+    mountReplica(built.dir, mp, ['--cache-mb', '1', '--log', log]);
+    let reads = 0;
+    try {
+      for (const v of built.views) {
+        const file = v.snapshot === undefined ? path.join(mp, 'volume.img') : path.join(mp, 'snapshots', `${v.snapshot}.img`);
+        const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_DIRECT); // every read reaches the daemon
+        try {
+          const b = Buffer.alloc(8192);
+          for (const off of offsets) {
+            if (off + 8192 > v.size) continue;
+            const want = Buffer.concat([built.model.readBlock(v.file, off / 4096), built.model.readBlock(v.file, off / 4096 + 1)]);
+            for (const pass of ['first', 'repeated']) { // the first through JS, the repeat from C
+              expect(fs.readSync(fd, b, 0, 8192, off)).toBe(8192);
+              if (!b.equals(want)) expect.fail(`${file} at ${off} (${pass} read) differs from the model`);
+            }
+            reads++;
+          }
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+    } finally {
+      unmount(mp);
+    }
+    const m = /reads: (\d+) served in C from published runs, (\d+) through JS; .* dropped (\d+) times/.exec(fs.readFileSync(log, 'utf8'));
+    expect(m, 'the daemon logs how reads were served').not.toBeNull();
+    const [fast, slow, flushes] = m!.slice(1).map(Number);
+    expect(slow).toBeGreaterThanOrEqual(reads); // each region's first read
+    expect(fast).toBeGreaterThanOrEqual(reads - flushes); // the repeats (but one after each drop of the table)
+    expect(flushes).toBeGreaterThan(0);
+    expect(fast + slow).toBe(2 * reads);
   });
 });

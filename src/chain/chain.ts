@@ -125,6 +125,11 @@ export class Chain implements ImageSource {
     return true;
   }
 
+  /** The resolved runs of the region starting at `start` (a multiple of REGION_SIZE), from the cache or resolved now. */
+  resolvedRegion(start: number): readonly ResolvedRun[] {
+    return this.region(start);
+  }
+
   private region(start: number): ResolvedRun[] {
     let runs = this.cache.get(start);
     if (!runs) {

@@ -83,6 +83,12 @@ function checkMountPoint(mp: string): void {
   if (!st.isDirectory()) throw new ChainfsError(mp, 'mount point is not a directory');
   if (mountAt(absoluteMountPoint(mp))) throw new ChainfsError(mp, 'mount point is busy: something is already mounted there');
   try {
+    if (fs.readdirSync(mp).length > 0) throw new ChainfsError(mp, 'mount point is not empty (the mount would hide its files): use an empty directory');
+  } catch (e) {
+    if (e instanceof ChainfsError) throw e;
+    throw fsError(mp, e, 'cannot list the mount point');
+  }
+  try {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
   } catch {
     throw new ChainfsError('/dev/fuse', 'not available: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse');
@@ -121,7 +127,7 @@ async function serve(dir: string, mp: string, opts: MountOptions, ready: ReadyPi
     if (ready) ready.say('warn', w);
     else if (logFd !== 2) warn(w);
   }
-  const { MountDaemon } = await import('../fuse/daemon'); // fuse-native: only the daemon needs it
+  const { MountDaemon } = await import('../fuse/daemon'); // the FUSE binding: only the daemon needs it
   const daemon = new MountDaemon(layers, mp, {
     cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });

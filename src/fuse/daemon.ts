@@ -1,31 +1,33 @@
 /**
  * The mount daemon: a read-only FUSE file system over a replica's views.
  *
- * Hot reads are served synchronously from the page cache (preadv2
- * RWF_NOWAIT into the buffer FUSE hands us); a read that would block on the
- * disk goes to the libuv thread pool instead, so one cold reader never
- * stalls the others. Snapshot files are immutable; the files of every open
- * view are watched (size and mtime, once a second and at every open), and a
- * view whose files changed fails its reads with EIO, logged once, rather than
- * serve torn data.
+ * libfuse2 runs on its own threads (native/chainfs_fuse.cc): the tree is
+ * served from C, and so is every read whose regions have been published
+ * here: a region's resolved runs as plain file layers (fd, size at open) or
+ * zeros, read with pread on the libfuse thread that got the request, so
+ * readers run in parallel and a cold one stalls only its own thread. The
+ * first read of a region, qcow2 and broken runs, failed or short reads and
+ * chain.json come here: served from the page cache (RWF_NOWAIT) or on the
+ * libuv pool, then the region is published. Snapshot files are immutable;
+ * the files of every open view are watched (size and mtime, once a second
+ * and at every open), and a view whose files changed fails its reads with
+ * EIO, logged once, rather than serve torn data.
  */
-import Fuse = require('fuse-native');
+import { spawn } from 'node:child_process';
+import { REGION_SIZE, type Chain } from '../chain/chain';
 import type { LayerSet } from '../chain/view';
+import { FileLayer } from '../layer/file-layer';
 import { mountAt } from './mountpoint';
 import type { Log } from './log';
-import { buildTree, lookup, type FileNode, type Node, type Tree } from './tree';
+import { NativeFuse, RUN_SLOW, RUN_ZERO, type FuseNodeSpec } from './native-fuse';
+import { buildTree, type FileNode, type Node, type Tree } from './tree';
 
-const EROFS = -30;
 const EIO = -5;
-const ENOENT = -2;
-const EBADF = -9;
-const EISDIR = -21;
-const ENOTDIR = -20;
-const O_ACCMODE = 3;
-const O_TRUNC = 0o1000;
 /** libfuse2 never sends more than 128 KiB per read. */
 const MAX_READ = 128 * 1024;
 const WATCH_MS = 1000;
+/** How long an unmount waits for the FUSE loop to end (files still open on a lazily detached mount keep it alive). */
+const EXIT_WAIT_MS = 2000;
 
 export interface DaemonOptions {
   cacheBytes: number;
@@ -34,26 +36,21 @@ export interface DaemonOptions {
   log: Log;
 }
 
-/** fuse-native without the options it does not expose: `ro` for the whole mount. */
-class ReadOnlyFuse extends Fuse {
-  protected override _fuseOptions(): string {
-    const base = super._fuseOptions();
-    return base ? `${base},ro` : '-oro';
-  }
-}
-
 export class MountDaemon {
   readonly mountPoint: string;
   private readonly layers: LayerSet;
   private readonly opts: DaemonOptions;
   private readonly tree: Tree;
-  private readonly handles: (FileNode | undefined)[] = [];
-  private readonly freeHandles: number[] = [];
-  private fuse: ReadOnlyFuse | undefined;
+  /** Every node of the tree; its index is its handle in the binding. */
+  private readonly nodes: Node[] = [];
+  private readonly specs: FuseNodeSpec[] = [];
+  private fuse: NativeFuse | undefined;
   private watch: NodeJS.Timeout | undefined;
   private mountId = -1;
-  private readonly uid = process.getuid?.() ?? 0;
-  private readonly gid = process.getgid?.() ?? 0;
+  private exited = false;
+  private closing = false;
+  private goneSaid = false;
+  private onExit: () => void = () => undefined;
   /** Called when the file system went away without us (fusermount -u, umount -l). */
   onExternalUnmount: () => void = () => undefined;
 
@@ -68,48 +65,98 @@ export class MountDaemon {
       cacheBytes: opts.cacheBytes,
       fileMode: (d) => (opts.allowOther ? (d?.stat?.mode ?? 0o444) & 0o444 : 0o444),
     });
+    this.add('/', this.tree.root, -1);
+  }
+
+  /** Numbers the tree depth first: index = handle, for the binding. */
+  private add(p: string, node: Node, parent: number): void {
+    const idx = this.nodes.length;
+    this.nodes.push(node);
+    if (node.kind === 'dir') {
+      const ms = node.mtime.getTime();
+      this.specs.push({ path: p, parent, dir: true, view: false, mode: node.mode, size: 4096, blocks: 0, mtimeMs: ms, ctimeMs: ms });
+      for (const [name, child] of node.entries) this.add(p === '/' ? `/${name}` : `${p}/${name}`, child, idx);
+    } else {
+      const lazy = !node.view; // chain.json: its size is known once it is built
+      this.specs.push({
+        path: p, parent, dir: false, view: !!node.view, mode: node.mode, size: lazy ? -1 : node.size,
+        blocks: lazy ? 0 : Math.ceil(node.allocated / 512), mtimeMs: node.mtime.getTime(), ctimeMs: node.ctime.getTime(),
+      });
+    }
   }
 
   async mount(): Promise<void> {
-    const fuse = new ReadOnlyFuse(this.mountPoint, this.ops(), {
-      timeout: false, // fuse-native would arm a timer per request
-      maxRead: MAX_READ,
-      autoCache: true, // keep the page cache across opens unless size/mtime changed
-      allowOther: this.opts.allowOther,
-      defaultPermissions: this.opts.allowOther,
-      fsname: `chainfs:${this.layers.replica.dir.replace(/[,\\]/g, '_')}`.slice(0, 200),
-      subtype: 'chainfs',
-      debug: this.opts.debug,
+    const options = ['ro', `fsname=chainfs:${this.layers.replica.dir.replace(/[,\\]/g, '_')}`.slice(0, 200), 'subtype=chainfs',
+      `max_read=${MAX_READ}`, 'auto_cache']; // auto_cache: keep the page cache across opens unless size/mtime changed
+    if (this.opts.allowOther) options.push('allow_other', 'default_permissions');
+    if (this.opts.debug) options.push('debug');
+    const statfsBlocks = this.tree.views.reduce((a, v) => a + Math.ceil(v.node.size / 4096), 0);
+    this.fuse = NativeFuse.mount(this.mountPoint, options.join(','), this.specs, {
+      budget: Math.max(this.opts.cacheBytes, 1 << 20), region: REGION_SIZE, statfsBlocks,
+    }, {
+      open: (i) => this.open(i),
+      read: (i, pos, len, answer) => this.read(i, pos, len, answer),
+      size: (i) => (this.nodes[i] as FileNode).size,
+      exit: () => {
+        this.exited = true;
+        this.onExit();
+        this.gone();
+      },
     });
-    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
-    this.fuse = fuse;
     this.mountId = mountAt(this.mountPoint)?.id ?? -1;
     this.watch = setInterval(() => this.check(), WATCH_MS);
   }
 
+  /** Unmounts (lazily: open files keep the detached mount until closed, at most EXIT_WAIT_MS). */
   async unmount(): Promise<void> {
     if (this.watch) clearInterval(this.watch);
     this.watch = undefined;
     const fuse = this.fuse;
-    this.fuse = undefined;
-    if (fuse) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
+    if (!fuse || this.closing) return;
+    this.closing = true;
+    if (!this.exited && mountAt(this.mountPoint)?.id === this.mountId) {
+      const exited = new Promise<void>((resolve) => {
+        this.onExit = resolve;
+      });
+      await new Promise<void>((resolve) => {
+        const p = spawn('fusermount', ['-uz', this.mountPoint], { stdio: 'ignore' });
+        p.on('error', () => resolve());
+        p.on('exit', () => resolve());
+      });
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, EXIT_WAIT_MS);
+      })]);
+      clearTimeout(timer);
+    }
+    fuse.detach(); // no more preads from C: the layer files are about to be closed
+    const st = fuse.stats();
+    this.opts.log.info(`reads: ${st.fastReads} served in C from published runs, ${st.slowReads} through JS; ` +
+      `published runs ${Math.ceil(st.publishedBytes / 1024)} KiB, dropped ${st.flushes} times over budget`);
   }
 
   /**
    * The periodic watch: is our mount still there (read from mountinfo: a
-   * synchronous stat of our own mount point would deadlock this process),
+   * synchronous stat of our own mount point could wait on this process),
    * and are the files of every open view unchanged?
    */
   private check(): void {
     if (mountAt(this.mountPoint)?.id !== this.mountId) {
-      this.opts.log.info(`${this.mountPoint} was unmounted; exiting`);
-      this.onExternalUnmount();
+      this.gone(); // the loop may live on while files of the detached mount are open: do not wait for it
       return;
     }
     // Views share layer files: stat each file once per tick, not once per view
     // (250 open snapshot views of a 250-layer chain would be 62,500 fstat).
     const seen = new Map<string, string | undefined>();
     for (const v of this.tree.views) this.checkView(v, seen);
+  }
+
+  /** The file system went away without us (once). */
+  private gone(): void {
+    if (this.closing || this.goneSaid) return;
+    this.goneSaid = true;
+    this.opts.log.info(`${this.mountPoint} was unmounted; exiting`);
+    this.onExternalUnmount();
   }
 
   /** Marks a view stale if one of its layer files changed since we opened it. */
@@ -121,6 +168,7 @@ export class MountDaemon {
       const why = seen.get(d.file);
       if (why) {
         v.view.stale = `${d.file} ${why} while mounted (is the replica in use?)`;
+        this.fuse?.stale(this.nodes.indexOf(v.node));
         opened.chain.invalidate();
         this.opts.log.error(`${v.view.label}: ${v.view.stale}; its reads now fail with EIO: unmount, stop the writer, and mount again`);
         return;
@@ -128,94 +176,70 @@ export class MountDaemon {
     }
   }
 
-  private stat(node: Node): Record<string, unknown> {
-    if (node.kind === 'dir') {
-      return { mode: node.mode, size: 4096, nlink: 2, uid: this.uid, gid: this.gid, mtime: node.mtime, atime: node.mtime, ctime: node.mtime };
+  private open(i: number): number {
+    const n = this.nodes[i] as FileNode;
+    if (!n.view) return 0;
+    const label = this.specs[i].path;
+    try {
+      void n.view.chain; // open the view now: errors belong to open, not to read
+      const v = this.tree.views.find((x) => x.node === n);
+      if (v) this.checkView(v);
+    } catch (e) {
+      this.opts.log.error(`${label}: cannot open view: ${(e as Error).message}`);
+      return EIO;
     }
-    return {
-      mode: node.mode, size: node.size, nlink: 1, uid: this.uid, gid: this.gid, blksize: 4096,
-      blocks: Math.ceil(node.allocated / 512), mtime: node.mtime, atime: node.mtime, ctime: node.ctime,
-    };
+    if (n.view.stale) {
+      this.opts.log.error(`${label}: refused: ${n.view.stale}`);
+      return EIO;
+    }
+    return 0;
   }
 
-  private ops(): Record<string, (...args: any[]) => void> {
-    const refuse = (...args: any[]) => (args[args.length - 1] as (e: number) => void)(EROFS);
-    return {
-      getattr: (p: string, cb: (e: number, st?: unknown) => void) => {
-        const n = lookup(this.tree.root, p);
-        if (!n) return cb(ENOENT);
-        cb(0, this.stat(n));
-      },
-      readdir: (p: string, cb: (e: number, names?: string[]) => void) => {
-        const n = lookup(this.tree.root, p);
-        if (!n) return cb(ENOENT);
-        if (n.kind !== 'dir') return cb(ENOTDIR);
-        cb(0, [...n.entries.keys()]);
-      },
-      open: (p: string, flags: number, cb: (e: number, fh?: number) => void) => {
-        const n = lookup(this.tree.root, p);
-        if (!n) return cb(ENOENT);
-        if (n.kind === 'dir') return cb(EISDIR);
-        if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC)) return cb(EROFS);
-        if (n.view) {
-          try {
-            void n.view.chain; // open the view now: errors belong to open, not to read
-            const v = this.tree.views.find((x) => x.node === n);
-            if (v) this.checkView(v);
-          } catch (e) {
-            this.opts.log.error(`${p}: cannot open view: ${(e as Error).message}`);
-            return cb(EIO);
-          }
-          if (n.view.stale) {
-            this.opts.log.error(`${p}: refused: ${n.view.stale}`);
-            return cb(EIO);
-          }
-        }
-        const fh = this.freeHandles.pop() ?? this.handles.length;
-        this.handles[fh] = n;
-        cb(0, fh);
-      },
-      release: (_p: string, fh: number, cb: (e: number) => void) => {
-        if (this.handles[fh]) {
-          this.handles[fh] = undefined;
-          this.freeHandles.push(fh);
-        }
-        cb(0);
-      },
-      read: (_p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
-        const node = this.handles[fh];
-        if (!node) return cb(EBADF);
-        if (pos >= node.size) return cb(0);
-        const n = Math.min(len, node.size - pos);
-        if (node.content) {
-          node.content.copy(buf, 0, pos, pos + n);
-          return cb(n);
-        }
-        const view = node.view!;
-        if (view.stale) return cb(EIO);
-        try {
-          if (view.chain.readNoWait(buf, 0, n, pos)) return cb(n);
-        } catch (e) {
-          this.readError(view.label, pos, n, e);
-          return cb(EIO);
-        }
-        view.chain.readAsync(buf, 0, n, pos).then(() => cb(n), (e) => {
-          this.readError(view.label, pos, n, e);
-          cb(EIO);
-        });
-      },
-      statfs: (_p: string, cb: (e: number, st?: unknown) => void) => {
-        const blocks = this.tree.views.reduce((a, v) => a + Math.ceil(v.node.size / 4096), 0);
-        cb(0, { bsize: 4096, frsize: 4096, blocks, bfree: 0, bavail: 0, files: this.tree.views.length + 3, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 });
-      },
-      access: (p: string, mode: number, cb: (e: number) => void) => {
-        if (!lookup(this.tree.root, p)) return cb(ENOENT);
-        cb(mode & 2 ? EROFS : 0);
-      },
-      write: refuse, truncate: refuse, ftruncate: refuse, create: refuse, unlink: refuse, mkdir: refuse,
-      rmdir: refuse, rename: refuse, link: refuse, symlink: refuse, chmod: refuse, chown: refuse,
-      utimens: refuse, setxattr: refuse, removexattr: refuse, mknod: refuse,
+  /** A read C could not serve: the first of a region, a qcow2 or broken run, an error, chain.json. */
+  private read(i: number, pos: number, len: number, answer: (n: number, bytes?: Buffer) => void): void {
+    const node = this.nodes[i] as FileNode;
+    if (pos >= node.size) return answer(0);
+    const n = Math.min(len, node.size - pos);
+    if (node.content) return answer(n, node.content.subarray(pos, pos + n));
+    const view = node.view!;
+    if (view.stale) return answer(EIO);
+    const buf = Buffer.allocUnsafe(n);
+    const done = () => {
+      this.publish(i, view.chain, pos, n);
+      answer(n, buf);
     };
+    try {
+      if (view.chain.readNoWait(buf, 0, n, pos)) return done();
+    } catch (e) {
+      this.readError(view.label, pos, n, e);
+      return answer(EIO);
+    }
+    view.chain.readAsync(buf, 0, n, pos).then(done, (e) => {
+      this.readError(view.label, pos, n, e);
+      answer(EIO);
+    });
+  }
+
+  /**
+   * Hands the resolved runs of the regions [pos, pos+len) touches to C, so
+   * the next reads there never come to JS: plain file layers by fd (with
+   * their size at open), zeros, and RUN_SLOW for what only JS can read
+   * (qcow2 clusters, broken ranges). A region with nothing C can read is
+   * not published.
+   */
+  private publish(i: number, chain: Chain, pos: number, len: number): void {
+    if (!this.fuse) return;
+    for (let start = pos - (pos % REGION_SIZE); start < pos + len; start += REGION_SIZE) {
+      const runs = chain.resolvedRegion(start);
+      const out = new Float64Array(runs.length * 4);
+      let direct = 0;
+      runs.forEach((r, k) => {
+        const fd = r.layer === null ? RUN_ZERO : r.layer instanceof FileLayer ? r.layer.fd : RUN_SLOW;
+        if (fd !== RUN_SLOW) direct++;
+        out.set([r.offset, r.length, fd, r.layer instanceof FileLayer ? r.layer.size : 0], k * 4);
+      });
+      if (direct > 0) this.fuse.publish(i, start, out);
+    }
   }
 
   private readError(label: string, pos: number, len: number, e: unknown): void {

@@ -1,0 +1,139 @@
+/**
+ * The daemon's FUSE binding (native/chainfs_fuse.cc): libfuse2 on its own
+ * threads. The tree is served from C; a read of a view is served from C
+ * (pread on the libfuse thread) wherever the regions it touches have been
+ * published; everything else comes here as a call that must be answered
+ * exactly once.
+ */
+import * as path from 'node:path';
+
+/** One file or directory of the mount; its index in the list is its handle. */
+export interface FuseNodeSpec {
+  /** Absolute path inside the mount ("/", "/snapshots/s1.img"). */
+  path: string;
+  /** Index of the parent directory, -1 for the root. */
+  parent: number;
+  dir: boolean;
+  /** A view: reads may be served from published runs. */
+  view: boolean;
+  mode: number;
+  /** -1: asked on first use (`size` handler). */
+  size: number;
+  /** st_blocks (512-byte units). */
+  blocks: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export interface FuseConfig {
+  /** Byte budget of the published runs (past it they are dropped and re-published on demand). */
+  budget: number;
+  /** Region size of the published runs (the chain's resolution unit). */
+  region: number;
+  /** statfs f_blocks (4 KiB). */
+  statfsBlocks: number;
+}
+
+export interface FuseHandlers {
+  /** A file is opened: 0, or a negative errno. */
+  open(node: number): number;
+  /** Read `len` bytes at `pos`: answer once with the byte count and the bytes, or a negative errno. */
+  read(node: number, pos: number, len: number, answer: (n: number, bytes?: Buffer) => void): void;
+  /** The size of a node given as -1. */
+  size(node: number): number;
+  /** The FUSE loop ended (unmounted, by us or not). */
+  exit(): void;
+}
+
+export interface FuseStats {
+  /** Reads served in C from published runs. */
+  fastReads: number;
+  /** Reads that came to JS. */
+  slowReads: number;
+  publishedBytes: number;
+  /** How often the published runs went over budget and were dropped. */
+  flushes: number;
+}
+
+declare const handleBrand: unique symbol;
+type Handle = { readonly [handleBrand]: true };
+type Call = { readonly [handleBrand]: 'call' };
+
+interface Binding {
+  mount(mountPoint: string, options: string, nodes: FuseNodeSpec[], config: FuseConfig,
+    handler: (op: number, node: number, pos: number, len: number, call: Call | undefined) => void): Handle;
+  reply(call: Call, result: number, bytes?: Buffer): void;
+  publish(h: Handle, node: number, regionStart: number, runs: Float64Array): void;
+  stale(h: Handle, node: number): void;
+  detach(h: Handle): void;
+  stats(h: Handle): FuseStats;
+}
+
+const OP_OPEN = 0;
+const OP_READ = 1;
+const OP_SIZE = 2;
+const OP_EXIT = 3;
+const EIO = -5;
+
+/** A published run's fd for zeros, and for runs only JS can read. */
+export const RUN_ZERO = -1;
+export const RUN_SLOW = -2;
+
+// Loaded from the build tree both when running from dist/ and from src/ (vitest).
+const binding: Binding = require(path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'chainfs_fuse.node'));
+
+export class NativeFuse {
+  private readonly handle: Handle;
+
+  private constructor(handle: Handle) {
+    this.handle = handle;
+  }
+
+  /**
+   * Mounts (`options` as for `-o`) and starts serving; throws with libfuse's
+   * own one-line reason when the mount fails.
+   */
+  static mount(mountPoint: string, options: string, nodes: FuseNodeSpec[], config: FuseConfig,
+    handlers: FuseHandlers): NativeFuse {
+    const handler = (op: number, node: number, pos: number, len: number, call: Call | undefined) => {
+      if (op === OP_EXIT || !call) {
+        handlers.exit();
+        return;
+      }
+      let answered = false;
+      const answer = (n: number, bytes?: Buffer) => {
+        if (answered) return;
+        answered = true;
+        binding.reply(call, n, bytes);
+      };
+      try {
+        if (op === OP_OPEN) answer(handlers.open(node));
+        else if (op === OP_SIZE) answer(handlers.size(node));
+        else if (op === OP_READ) handlers.read(node, pos, len, answer);
+        else answer(EIO);
+      } catch {
+        answer(EIO); // a bug in a handler must not leave a libfuse thread waiting forever
+      }
+    };
+    return new NativeFuse(binding.mount(mountPoint, options, nodes, config, handler));
+  }
+
+  /** Publishes a region's runs: [offset, length, fd, fileSize] each (fd RUN_ZERO / RUN_SLOW). */
+  publish(node: number, regionStart: number, runs: Float64Array): void {
+    binding.publish(this.handle, node, regionStart, runs);
+  }
+
+  /** The view's reads fail with EIO from now on. */
+  stale(node: number): void {
+    binding.stale(this.handle, node);
+  }
+
+  /** Stop reading layer files from C (they are about to be closed); waits for reads in flight. */
+  detach(): void {
+    binding.detach(this.handle);
+  }
+
+  stats(): FuseStats {
+    return binding.stats(this.handle);
+  }
+}
