@@ -7,8 +7,9 @@
 // is served from C, and a read of a view is served on the libfuse thread
 // that received it, with pread straight into FUSE's buffer, as long as the
 // regions it touches have been *published* by JS: each region's resolved
-// runs as (fd, size at open) of a plain file layer, or zeros. Anything else
-// (a region not yet resolved, a qcow2 or broken run, a short or failed
+// runs as file pieces (fd, offset delta, file end: a chain file or raw image
+// at the same offsets, a qcow2 image's standard clusters), or zeros. Anything
+// else (a region not yet resolved, a compressed cluster or broken run, a short or failed
 // pread, chain.json) goes to JS through a thread-safe function and the
 // libfuse thread waits for the answer; JS then publishes what it resolved.
 //
@@ -47,10 +48,11 @@ constexpr int64_t kSlow = -2;   // run fd: only JS can read it
 enum Op { kOpen = 0, kRead = 1, kSize = 2, kExit = 3 };
 
 struct Run {
-  uint64_t off;
+  uint64_t off;  // view offset
   uint64_t len;
   int64_t fd;
-  uint64_t fsize;  // the layer file's size at open: bytes at or past it read as zeros
+  int64_t delta;  // file position = view offset + delta
+  uint64_t fend;  // file bytes at or past it read as zeros (a layer file's size at open)
 };
 
 struct Region {
@@ -280,7 +282,8 @@ struct Piece {
   uint64_t pos;
   uint64_t len;
   int64_t fd;
-  uint64_t fsize;
+  int64_t delta;
+  uint64_t fend;
 };
 
 // Copies the pieces of [off, off+len) out of the published runs; false if
@@ -313,13 +316,13 @@ bool Collect(Fs* fs, Node* n, uint64_t off, uint64_t len, Piece* pieces, int* co
       }
       uint64_t e = run.off + run.len < end ? run.off + run.len : end;
       Piece* prev = np > 0 ? &pieces[np - 1] : nullptr;
-      if (prev && prev->fd == run.fd && prev->pos + prev->len == pos && prev->fsize == run.fsize) {
+      if (prev && prev->fd == run.fd && prev->pos + prev->len == pos && prev->delta == run.delta && prev->fend == run.fend) {
         prev->len += e - pos;
       } else if (np == kMaxPieces) {
         ok = false;
         break;
       } else {
-        pieces[np++] = Piece{pos, e - pos, run.fd, run.fsize};
+        pieces[np++] = Piece{pos, e - pos, run.fd, run.delta, run.fend};
       }
       pos = e;
     }
@@ -340,10 +343,13 @@ bool ReadPieces(char* buf, uint64_t off, const Piece* pieces, int count) {
       memset(at, 0, p.len);
       continue;
     }
-    uint64_t inFile = p.pos >= p.fsize ? 0 : (p.fsize - p.pos < p.len ? p.fsize - p.pos : p.len);
+    int64_t from = static_cast<int64_t>(p.pos) + p.delta;
+    if (from < 0) return false;
+    uint64_t file = static_cast<uint64_t>(from);
+    uint64_t inFile = file >= p.fend ? 0 : (p.fend - file < p.len ? p.fend - file : p.len);
     uint64_t done = 0;
     while (done < inFile) {
-      ssize_t r = pread(static_cast<int>(p.fd), at + done, inFile - done, static_cast<off_t>(p.pos + done));
+      ssize_t r = pread(static_cast<int>(p.fd), at + done, inFile - done, static_cast<off_t>(file + done));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) return false;
       done += static_cast<uint64_t>(r);
@@ -602,7 +608,7 @@ Napi::Value Reply(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// publish(handle, node, regionStart, runs: Float64Array [off, len, fd, fsize]*)
+// publish(handle, node, regionStart, runs: Float64Array [off, len, fd, delta, fend]*)
 Napi::Value Publish(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Fs* fs = Get(info);
@@ -614,14 +620,15 @@ Napi::Value Publish(const Napi::CallbackInfo& info) {
   Node* n = At(fs, info[1].As<Napi::Number>().Int64Value());
   Napi::Float64Array runs = info[3].As<Napi::Float64Array>();
   uint64_t start = static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue());
-  uint32_t count = static_cast<uint32_t>(runs.ElementLength() / 4);
+  uint32_t count = static_cast<uint32_t>(runs.ElementLength() / 5);
   if (!n || !n->view || count == 0 || start % fs->region != 0) return env.Undefined();
   Region* reg = static_cast<Region*>(malloc(RegionBytes(count)));
   if (!reg) return env.Undefined();
   reg->count = count;
   for (uint32_t i = 0; i < count; i++) {
-    reg->runs[i] = Run{static_cast<uint64_t>(runs[4 * i]), static_cast<uint64_t>(runs[4 * i + 1]),
-                       static_cast<int64_t>(runs[4 * i + 2]), static_cast<uint64_t>(runs[4 * i + 3])};
+    reg->runs[i] = Run{static_cast<uint64_t>(runs[5 * i]), static_cast<uint64_t>(runs[5 * i + 1]),
+                       static_cast<int64_t>(runs[5 * i + 2]), static_cast<int64_t>(runs[5 * i + 3]),
+                       static_cast<uint64_t>(runs[5 * i + 4])};
   }
   uint64_t r = start / fs->region;
   uint64_t c = r >> kChunkShift;

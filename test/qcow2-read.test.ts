@@ -122,6 +122,36 @@ function compareRandom(layer: Qcow2Layer, rawFd: number, count: number, seed: nu
   }
 }
 
+/**
+ * mapDirect, read the way the mount's C path reads it (pread at offset+delta,
+ * zeros at or past fileEnd, read() where fd is -1), equals qemu's bytes.
+ */
+function compareDirect(layer: Qcow2Layer, rawFd: number, count: number, seed: number): void {
+  const rnd = prng(seed);
+  for (let i = 0; i < count; i++) {
+    const len = 1 + Math.floor(rnd() * 300 * KiB);
+    const pos = Math.floor(rnd() * (layer.size + 64 * KiB));
+    const buf = Buffer.alloc(len, 0xee);
+    let covered = pos;
+    layer.mapDirect(pos, len, (off, n, fd, delta, fileEnd) => {
+      expect(off, 'pieces are consecutive').toBe(covered);
+      covered += n;
+      const at = off - pos;
+      if (fd < 0) {
+        layer.read(buf, at, n, off);
+        return;
+      }
+      const inFile = Math.max(0, Math.min(n, fileEnd - (off + delta)));
+      expect(fs.readSync(fd, buf, at, inFile, off + delta)).toBe(inFile);
+      buf.fill(0, at + inFile, at + n);
+    });
+    expect(covered).toBe(pos + len);
+    const want = pos >= layer.size ? Buffer.alloc(len) : readRaw(rawFd, len, pos);
+    const d = firstDifference(buf, want);
+    expect(d, `mapDirect(len=${len}, pos=${pos}) differs at +${d}`).toBe(-1);
+  }
+}
+
 interface Run {
   start: number;
   end: number;
@@ -191,6 +221,7 @@ function checkAgainstQemu(file: string, seed: number): void {
       expect(compareSequential(layer, rawFd, 12345, 0, Math.min(layer.size, 8 * MiB))).toBe(-1);
       expect(compareSequential(layer, rawFd, 3000 + 17, Math.max(0, layer.size - MiB))).toBe(-1);
       compareRandom(layer, rawFd, 150, seed);
+      compareDirect(layer, rawFd, 100, seed + 2);
       const expected = qemuRuns(file);
       expect(layerRuns(layer)).toEqual(expected);
       checkRandomStatus(layer, expected, 300, seed + 1);

@@ -16,7 +16,6 @@
 import { spawn } from 'node:child_process';
 import { REGION_SIZE, type Chain } from '../chain/chain';
 import type { LayerSet } from '../chain/view';
-import { FileLayer } from '../layer/file-layer';
 import { mountAt } from './mountpoint';
 import type { Log } from './log';
 import { NativeFuse, RUN_SLOW, RUN_ZERO, type FuseNodeSpec } from './native-fuse';
@@ -222,23 +221,37 @@ export class MountDaemon {
 
   /**
    * Hands the resolved runs of the regions [pos, pos+len) touches to C, so
-   * the next reads there never come to JS: plain file layers by fd (with
-   * their size at open), zeros, and RUN_SLOW for what only JS can read
-   * (qcow2 clusters, broken ranges). A region with nothing C can read is
-   * not published.
+   * the next reads there never come to JS: what the layers' mapDirect says
+   * (file pieces by fd, offset delta and file end), zeros, and RUN_SLOW for
+   * what only JS can read (compressed clusters, broken ranges). A region
+   * with nothing C can read is not published.
    */
   private publish(i: number, chain: Chain, pos: number, len: number): void {
     if (!this.fuse) return;
     for (let start = pos - (pos % REGION_SIZE); start < pos + len; start += REGION_SIZE) {
-      const runs = chain.resolvedRegion(start);
-      const out = new Float64Array(runs.length * 4);
+      const out: number[] = [];
       let direct = 0;
-      runs.forEach((r, k) => {
-        const fd = r.layer === null ? RUN_ZERO : r.layer instanceof FileLayer ? r.layer.fd : RUN_SLOW;
+      const push = (offset: number, length: number, fd: number, delta: number, fileEnd: number) => {
         if (fd !== RUN_SLOW) direct++;
-        out.set([r.offset, r.length, fd, r.layer instanceof FileLayer ? r.layer.size : 0], k * 4);
-      });
-      if (direct > 0) this.fuse.publish(i, start, out);
+        out.push(offset, length, fd, delta, fileEnd);
+      };
+      // mapDirect's fd -1 is "only read() can": RUN_SLOW here.
+      const piece = (offset: number, length: number, fd: number, delta: number, fileEnd: number) =>
+        push(offset, length, fd >= 0 ? fd : RUN_SLOW, delta, fileEnd);
+      for (const r of chain.resolvedRegion(start)) {
+        if (r.layer === null) push(r.offset, r.length, RUN_ZERO, 0, 0);
+        else if (!r.layer.mapDirect) push(r.offset, r.length, RUN_SLOW, 0, 0);
+        else {
+          const at = out.length;
+          try {
+            r.layer.mapDirect(r.offset, r.length, piece);
+          } catch {
+            out.length = at; // a corrupt mapping: JS reads (and reports) it
+            push(r.offset, r.length, RUN_SLOW, 0, 0);
+          }
+        }
+      }
+      if (direct > 0) this.fuse.publish(i, start, Float64Array.from(out));
     }
   }
 

@@ -118,7 +118,11 @@ export class NativeFuse {
     return new NativeFuse(binding.mount(mountPoint, options, nodes, config, handler));
   }
 
-  /** Publishes a region's runs: [offset, length, fd, fileSize] each (fd RUN_ZERO / RUN_SLOW). */
+  /**
+   * Publishes a region's runs, five numbers each: view offset, length, fd
+   * (or RUN_ZERO / RUN_SLOW), delta (file position = view offset + delta),
+   * file end (zeros at or past it).
+   */
   publish(node: number, regionStart: number, runs: Float64Array): void {
     binding.publish(this.handle, node, regionStart, runs);
   }

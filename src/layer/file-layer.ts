@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { LayerReadError } from '../errors';
 import { native } from '../native';
-import type { BlockStatus, Layer } from './layer';
+import type { BlockStatus, DirectPiece, Layer } from './layer';
 
 export abstract class FileLayer implements Layer {
   readonly name: string;
@@ -36,6 +36,11 @@ export abstract class FileLayer implements Layer {
 
   readAsync(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
     return readFullyAsync(this.fd, this.path, this.size, buf, bufOffset, length, position);
+  }
+
+  /** The file holds the layer at the same offsets; zeros past its size at open. */
+  mapDirect(offset: number, length: number, each: DirectPiece): void {
+    each(offset, length, this.fd, 0, this.size);
   }
 
   close(): void {

@@ -51,8 +51,20 @@ export interface Layer {
   /** Like `read`, on the libuv thread pool: for reads that would block. */
   readAsync?(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void>;
 
+  /**
+   * Where the bytes of [offset, offset+length) lie in the layer's own file,
+   * for a reader that preads them itself (the mount's C read path): calls
+   * `each` for consecutive pieces covering the range. A piece's bytes are at
+   * file position `offset + delta`, zeros at or past `fileEnd`; `fd` -1 marks
+   * a piece only `read` can produce (a compressed cluster). Layers without it
+   * are read through `read` only. Throws LayerReadError like `read`.
+   */
+  mapDirect?(offset: number, length: number, each: DirectPiece): void;
+
   close(): void;
 }
+
+export type DirectPiece = (offset: number, length: number, fd: number, delta: number, fileEnd: number) => void;
 
 export function alignDown(n: number, a = BLOCK_SIZE): number {
   return n - (n % a);

@@ -17,7 +17,7 @@ import * as zlib from 'zlib';
 import { LRUCache } from 'lru-cache';
 import { ChainfsError, LayerReadError, fsError } from '../errors';
 import { preadUpTo } from './file-layer';
-import type { BlockStatus, Layer, RunKind } from './layer';
+import type { BlockStatus, DirectPiece, Layer, RunKind } from './layer';
 
 export const QCOW2_MAGIC = 0x514649fb;
 
@@ -176,6 +176,27 @@ export class Qcow2Layer implements Layer {
       }
       done += n;
     }
+  }
+
+  /** Standard clusters by host offset (host-contiguous ones as one piece); compressed ones only through read. */
+  mapDirect(offset: number, length: number, each: DirectPiece): void {
+    const cs = this.clusterSize;
+    const end = Math.min(offset + length, this.size);
+    let pos = offset;
+    while (pos < end) {
+      const cluster = Math.floor(pos / cs);
+      const inCluster = pos - cluster * cs;
+      this.mapCluster(cluster, this.m);
+      let n = Math.min(end - pos, cs - inCluster);
+      if (this.m.type === NORMAL) {
+        n = this.normalRunBytes(cluster, this.m.host, inCluster + (end - pos)) - inCluster;
+        each(pos, n, this.fd, this.m.host + inCluster - pos, this.fileSize);
+      } else {
+        each(pos, n, -1, 0, 0);
+      }
+      pos += n;
+    }
+    if (pos < offset + length) each(pos, offset + length - pos, -1, 0, 0);
   }
 
   close(): void {
