@@ -113,14 +113,3 @@ export function buildTree(layers: LayerSet, opts: TreeOptions): Tree {
   });
   return tree;
 }
-
-export function lookup(root: DirNode, path: string): Node | undefined {
-  if (path === '/') return root;
-  let node: Node | undefined = root;
-  for (const part of path.split('/')) {
-    if (part === '') continue;
-    if (node?.kind !== 'dir') return undefined;
-    node = node.entries.get(part);
-  }
-  return node;
-}

@@ -1,0 +1,139 @@
+/**
+ * Slow I/O for one reader must not stall the others. The backing image sits
+ * behind gatefs (test/helpers/gatefs.c), a passthrough FUSE file system
+ * whose reads wait while a gate file is missing: with the gate closed, two
+ * readers of backing-image data block (one whose region is not resolved
+ * yet, which the daemon reads on the libuv pool; one whose region is
+ * published, which a libfuse thread reads in C), and meanwhile other readers
+ * of the same mounted view must get their bytes, both from published regions
+ * (C) and from a region read for the first time (JS). Nothing here is timed:
+ * the gate decides who waits.
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildReplica, type Scenario } from './helpers/replica-builder';
+import { isMounted, mountReplica, unmount, unmountAll } from './helpers/mount';
+
+const MiB = 1024 * 1024;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-slow-'));
+const gateMp = path.join(tmp, 'gated');
+const gate = path.join(tmp, 'gate');
+let gatefs: ChildProcess | undefined;
+
+// [0, 8 MiB): the backing image only (behind the gate); [8, 16 MiB): chain files only.
+const scenario: Scenario = {
+  name: 'slow-backing',
+  size: 16 * MiB,
+  backing: { format: 'raw', size: 8 * MiB, writes: [{ offset: 0, length: 8 * MiB, data: { kind: 'seed', seed: 71 } }] },
+  ops: [
+    { op: 'write', offset: 8 * MiB, length: 4 * MiB, data: { kind: 'seed', seed: 72 } },
+    { op: 'snapshot', name: 's1' },
+    { op: 'write', offset: 12 * MiB, length: 4 * MiB, data: { kind: 'seed', seed: 73 } },
+  ],
+};
+
+function waiting(): number {
+  try {
+    return Number(fs.readFileSync(`${gate}.waiting`, 'utf8'));
+  } catch {
+    return 0;
+  }
+}
+
+async function until(what: string, ok: () => boolean): Promise<void> {
+  const deadline = Date.now() + 20_000; // a hang guard, not a measurement
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+beforeAll(async () => {
+  const bin = path.join(tmp, 'gatefs');
+  const flags = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse'], { encoding: 'utf8' }).trim().split(/\s+/);
+  execFileSync('gcc', ['-O2', '-Wall', '-o', bin, path.join(__dirname, 'helpers', 'gatefs.c'), ...flags]);
+  const source = path.join(tmp, 'source');
+  fs.mkdirSync(source);
+  fs.mkdirSync(gateMp);
+  fs.writeFileSync(gate, '');
+  gatefs = spawn(bin, [gateMp, '-f', '-o', 'ro,direct_io'], {
+    env: { ...process.env, GATEFS_SOURCE: source, GATEFS_GATE: gate }, stdio: 'ignore',
+  });
+  await until('gatefs to mount', () => isMounted(gateMp));
+});
+
+afterAll(() => {
+  fs.writeFileSync(gate, ''); // let every waiting read finish
+  unmountAll();
+  spawnSync('fusermount', ['-u', gateMp]);
+  gatefs?.kill();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** `dd` of `count` 64 KiB blocks at `offset`, O_DIRECT: every block is a request to the daemon. */
+function ddDirect(file: string, offset: number, count: number, out: string): ChildProcess {
+  return spawn('dd', [`if=${file}`, `of=${out}`, 'iflag=direct', 'bs=64K', `skip=${offset / (64 * 1024)}`, `count=${count}`, 'status=none'],
+    { stdio: 'ignore' });
+}
+
+function readDirect(file: string, offset: number, length: number): Buffer {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+  try {
+    const b = Buffer.alloc(length);
+    for (let done = 0; done < length;) done += fs.readSync(fd, b, done, Math.min(128 * 1024, length - done), offset + done);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+describe('a reader stuck on slow I/O does not stall the others', () => {
+  it('while two reads of the backing image wait, reads of other regions (published or not) are served', async () => {
+    const built = buildReplica(scenario, tmp);
+    fs.copyFileSync(built.backingPath!, path.join(tmp, 'source', 'backing'));
+    const head = built.views.find((v) => v.snapshot === undefined)!;
+    const want = built.model.view(head.file);
+    const mp = path.join(tmp, 'mnt');
+    fs.mkdirSync(mp);
+    mountReplica(built.dir, mp, ['--backing-file', path.join(gateMp, 'backing')]);
+    try {
+      const img = path.join(mp, 'volume.img');
+      // Publish [4, 8) and [8, 12) MiB; leave [0, 4) and [12, 16) unresolved.
+      expect(readDirect(img, 4 * MiB, 8 * MiB).equals(want.subarray(4 * MiB, 12 * MiB))).toBe(true);
+
+      fs.rmSync(gate);
+      const outs = [path.join(tmp, 'a1'), path.join(tmp, 'a2')];
+      const stuck = [ddDirect(img, 1 * MiB, 4, outs[0]), ddDirect(img, 5 * MiB, 4, outs[1])];
+      const exited = stuck.map((p) => new Promise<number | null>((resolve) => p.on('exit', resolve)));
+      await until('both backing reads to wait at the gate', () => waiting() >= 2);
+
+      // Meanwhile: a published region (served in C) and a new one (through JS),
+      // read by other processes: a stalled daemon fails the guard, not hangs the test.
+      const others = [path.join(tmp, 'b1'), path.join(tmp, 'b2')];
+      const readers = [ddDirect(img, 8 * MiB, 64, others[0]), ddDirect(img, 12 * MiB, 64, others[1])];
+      const codes = await Promise.all(readers.map((p) => new Promise<number | null>((resolve) => {
+        const guard = setTimeout(() => p.kill('SIGKILL'), 20_000); // a hang guard, not a measurement
+        p.on('exit', (code) => {
+          clearTimeout(guard);
+          resolve(code);
+        });
+      })));
+      expect(codes, 'the other readers finished while the gated ones waited').toEqual([0, 0]);
+      expect(fs.readFileSync(others[0]).equals(want.subarray(8 * MiB, 12 * MiB)), 'a published region').toBe(true);
+      expect(fs.readFileSync(others[1]).equals(want.subarray(12 * MiB)), 'a region read for the first time').toBe(true);
+      expect(stuck.map((p) => p.exitCode), 'the gated readers are still waiting').toEqual([null, null]);
+      expect(waiting()).toBe(2);
+
+      fs.writeFileSync(gate, '');
+      expect(await Promise.all(exited)).toEqual([0, 0]);
+      expect(fs.readFileSync(outs[0]).equals(want.subarray(1 * MiB, 1 * MiB + 256 * 1024))).toBe(true);
+      expect(fs.readFileSync(outs[1]).equals(want.subarray(5 * MiB, 5 * MiB + 256 * 1024))).toBe(true);
+    } finally {
+      fs.writeFileSync(gate, '');
+      unmount(mp);
+    }
+  });
+});
