@@ -58,6 +58,8 @@ const MIN_CLUSTER_SIZE = 512;
 const MAX_CLUSTER_SIZE = 2 * 1024 * 1024;
 /** Virtual bytes read per batch; also the output write size. Costs 2 x 8 MiB of buffers. */
 const BATCH = 8 * 1024 * 1024;
+/** Groups of plain clusters at least this big are written from the input buffer, not copied into the output batch. */
+const DIRECT_WRITE = 256 * 1024;
 /** Virtual bytes per `runs()` query: a window of holes is skipped with one query. */
 const SCAN_WINDOW = 256 * 1024 * 1024;
 /** L1 entries are written in 64 KiB windows (8192 entries), never held whole. */
@@ -141,20 +143,45 @@ function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, hos
     reported = Math.max(reported, done);
   };
 
+  // Plain clusters go out in groups of consecutive non-zero ones, written
+  // straight from the input buffer (no copy through the output batch).
+  let groupFirst = -1; // guest cluster of the group's first, -1: none
+  let groupAt = 0; // its offset in `input`
+  let groupLen = 0;
+  const flushGroup = (): void => {
+    if (groupLen === 0) return;
+    const first = groupFirst;
+    host.appendClusters(input, groupAt, groupLen, (k, where) => l2.set(first + k, hiWord(where) | FLAG_COPIED_HI, loWord(where)));
+    stored += groupLen;
+    groupLen = 0;
+  };
+
   // Takes (buffer, offset) rather than a subarray: no allocation per plain cluster.
   const storeCluster = (guestCluster: number, at: number): void => {
-    if (input.compare(zeros, 0, cs, at, at + cs) === 0) return;
-    stored++;
+    if (input.compare(zeros, 0, cs, at, at + cs) === 0) {
+      flushGroup();
+      return;
+    }
     if (opts.compress) {
+      stored++;
       const packed = zlib.deflateRawSync(input.subarray(at, at + cs), { windowBits: DEFLATE_WINDOW_BITS });
       if (packed.length < cs) {
         const where = host.appendCompressed(packed);
         l2.set(guestCluster, ...compressedEntry(where, packed.length, cs));
         return;
       }
+      const where = host.appendCluster(input, at);
+      l2.set(guestCluster, hiWord(where) | FLAG_COPIED_HI, loWord(where));
+      return;
     }
-    const where = host.appendCluster(input, at);
-    l2.set(guestCluster, hiWord(where) | FLAG_COPIED_HI, loWord(where));
+    if (groupLen > 0 && guestCluster === groupFirst + groupLen) {
+      groupLen++;
+      return;
+    }
+    flushGroup();
+    groupFirst = guestCluster;
+    groupAt = at;
+    groupLen = 1;
   };
 
   const copyBatch = (start: number, length: number, pieces: ResolvedRun[]): void => {
@@ -168,6 +195,7 @@ function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, hos
       }
       next = last + 1;
     }
+    flushGroup(); // the input buffer is reused by the next batch
   };
 
   for (let win = 0; win < src.size; win += SCAN_WINDOW) {
@@ -249,6 +277,38 @@ class HostFile {
     this.ref(at / this.cs);
     this.settle();
     return at;
+  }
+
+  /**
+   * Appends `count` clusters data[from, from + count * cluster size), large
+   * groups written straight from `data` (after what is buffered); tells
+   * `placed(k, hostOffset)` where each went: contiguous, but for a refcount
+   * block that may land between two when a refcount range fills.
+   */
+  appendClusters(data: Buffer, from: number, count: number, placed: (k: number, hostOffset: number) => void): void {
+    this.alignPos();
+    let k = 0;
+    while (k < count) {
+      const room = Math.floor(((this.firstOpen + 1) * this.rangeBytes - this.pos) / this.cs); // settle() keeps it >= 1
+      const n = Math.min(count - k, Math.max(1, room));
+      const at = this.pos;
+      const bytes = n * this.cs;
+      const src = from + k * this.cs;
+      if (bytes >= DIRECT_WRITE) {
+        this.flush();
+        writeAll(this.fd, data.subarray(src, src + bytes), this.outStart);
+        this.writeBehind.wrote(bytes);
+        this.outStart += bytes;
+        this.pos += bytes;
+      } else {
+        this.put(data, src, bytes);
+      }
+      // Count them all before anything else is appended (placed() may append an L2 table).
+      for (let j = 0; j < n; j++) this.ref(at / this.cs + j);
+      for (let j = 0; j < n; j++) placed(k + j, at + j * this.cs);
+      this.settle();
+      k += n;
+    }
   }
 
   /**
