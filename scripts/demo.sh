@@ -3,7 +3,7 @@
 # mount it and read it with qemu-img, export it three ways, unmount.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-chainfs() { node bin/chainfs "$@"; }
+chainfs() { bin/chainfs "$@"; }
 work=$(mktemp -d /var/tmp/chainfs-demo.XXXXXX)
 mnt="$work/mnt"
 cleanup() {

@@ -83,7 +83,7 @@ interface Running {
 }
 
 function start(args: string[]): Running {
-  const child = spawn(process.execPath, [CHAINFS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(CHAINFS, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => { err += d; });
   child.stdout!.resume();

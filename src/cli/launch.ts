@@ -1,8 +1,8 @@
 /**
- * Starting a background mount daemon and waiting for its verdict. Kept free
- * of heavy imports: `bin/chainfs mount DIR MP` comes here before loading the
- * rest of the CLI, so that of the two Node processes a background mount
- * needs (this one and the daemon), this one costs as little as possible.
+ * Starting a background mount daemon and waiting for its verdict, when the
+ * CLI itself must do it (e.g. --debug). The plain `chainfs mount DIR MP`
+ * never gets here: bin/chainfs starts the daemon itself and reads the same
+ * protocol, saving a Node start-up.
  *
  * The daemon checks everything itself (replica, backing image, mount point)
  * and reports on fd 3, one line each: `warn TEXT`, then `ok`, `error TEXT`
@@ -61,12 +61,4 @@ export function startDaemon(args: string[], output: number | 'ignore', onWarning
     });
     child.on('exit', (code, signal) => done({ ok: false, message: `the daemon exited (${signal ?? `status ${code}`})` }));
   });
-}
-
-/** `chainfs mount DIR MP [options]` without -f: the fast path used by bin/chainfs. */
-export async function launch(args: string[]): Promise<never> {
-  const v = await startDaemon(args, 'ignore', (w) => process.stderr.write(`chainfs: warning: ${w}\n`));
-  if (v.ok) process.exit(0);
-  process.stderr.write(`chainfs: ${v.message}\n`);
-  process.exit(v.usage ? 2 : 1);
 }

@@ -54,3 +54,6 @@ export async function main(argv: string[]): Promise<void> {
     fail(e);
   }
 }
+
+// bin/chainfs runs this file with Node.
+if (require.main === module) void main(process.argv);

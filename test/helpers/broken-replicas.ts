@@ -573,7 +573,7 @@ export const AS_NOBODY = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--cle
  * after `timeoutMs`: a hang shows as signal SIGKILL.
  */
 export function runCli(args: string[], opts: { asNobody?: boolean; timeoutMs?: number; cwd?: string } = {}): Promise<Run> {
-  const argv = [...(opts.asNobody ? AS_NOBODY : []), process.execPath, CHAINFS, ...args];
+  const argv = [...(opts.asNobody ? AS_NOBODY : []), CHAINFS, ...args];
   const started = Date.now();
   return new Promise((resolve) => {
     const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 15_000, killSignal: 'SIGKILL', cwd: opts.cwd });
@@ -695,7 +695,7 @@ export function describeBrokenCases(cases: readonly BrokenCase[]): void {
     await pool(cases, 4, async (c, i) => { prepared[i] = await prepare(c, i, tmp); });
   });
   afterAll(() => {
-    for (const p of prepared) if (p && isMountPoint(p.mp)) spawnSync(process.execPath, [CHAINFS, 'umount', p.mp]);
+    for (const p of prepared) if (p && isMountPoint(p.mp)) spawnSync(CHAINFS, ['umount', p.mp]);
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 

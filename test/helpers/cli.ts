@@ -12,7 +12,7 @@ export interface CliResult {
 }
 
 export function chainfs(args: string[], opts: SpawnSyncOptions = {}): CliResult {
-  const r = spawnSync(process.execPath, [CHAINFS, ...args], {
+  const r = spawnSync(CHAINFS, args, {
     maxBuffer: 1 << 30, timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'], ...opts,
   });
   return { code: r.status, signal: r.signal, stdout: r.stdout as Buffer, stderr: String(r.stderr) };
