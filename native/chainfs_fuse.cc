@@ -8,10 +8,11 @@
 // that received it, with pread straight into FUSE's buffer, as long as the
 // regions it touches have been *published* by JS: each region's resolved
 // runs as file pieces (fd, offset delta, file end: a chain file or raw image
-// at the same offsets, a qcow2 image's standard clusters), or zeros. Anything
-// else (a region not yet resolved, a compressed cluster or broken run, a short or failed
-// pread, chain.json) goes to JS through a thread-safe function and the
-// libfuse thread waits for the answer; JS then publishes what it resolved.
+// at the same offsets, a qcow2 image's standard clusters), or zeros.
+// Anything else (a region not yet resolved, a compressed cluster or broken
+// run, a short or failed pread, chain.json) goes to JS through a thread-safe
+// function and the libfuse thread waits for the answer; JS then publishes
+// what it resolved.
 //
 // The published runs live in a two-level table per view (chunks of 256
 // regions allocated on demand) under one rwlock held only to copy a read's
