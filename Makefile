@@ -3,10 +3,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-# Debian packages: the addon's build tools (g++, make, python3 for node-gyp),
-# libfuse2 and its headers (libfuse-dev, found by pkg-config) for the mount
-# daemon, fuse3 for fusermount (unmount), qemu-utils (qemu-img/qemu-io: the
-# oracle in tests), e2fsprogs (mkfs.ext4 -d).
+# Debian packages: the addons' build tools (g++, make, python3 for node-gyp;
+# g++ brings gcc, which the tests use to build their gatefs), libfuse2 and its
+# headers (libfuse-dev, found by pkg-config) for the mount daemon, fuse3 for
+# fusermount (unmount), qemu-utils (qemu-img/qemu-io: the oracle in tests),
+# e2fsprogs (mkfs.ext4 -d).
 APT_PKGS := g++ make python3 pkg-config libfuse2 libfuse-dev fuse3 qemu-utils e2fsprogs
 # Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
 # (peak RSS of a child) and openssl (the hash anchor).
