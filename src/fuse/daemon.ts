@@ -203,8 +203,14 @@ export class MountDaemon {
     const view = node.view!;
     if (view.stale) return answer(EIO);
     const buf = Buffer.allocUnsafe(n);
+    // Publish before answering, so that the reader's next request finds the
+    // runs; a failure to publish (a bug) must not keep the answer back.
     const done = () => {
-      this.publish(i, view.chain, pos, n);
+      try {
+        this.publish(i, view.chain, pos, n);
+      } catch (e) {
+        this.opts.log.error(`${view.label}: cannot publish the runs at ${pos}: ${(e as Error).message}`);
+      }
       answer(n, buf);
     };
     try {
