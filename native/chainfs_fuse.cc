@@ -104,7 +104,8 @@ struct Fs {
   struct fuse* fuse = nullptr;
   struct fuse_chan* chan = nullptr;
   pthread_t thread{};
-  bool started = false;
+  uid_t uid = getuid();  // the mounting user owns every file
+  gid_t gid = getgid();
   Tsfn tsfn;
   std::atomic<bool> detached{false};
   std::atomic<int> inflight{0};
@@ -181,8 +182,8 @@ int Fill(Fs* fs, int idx, struct stat* st) {
   Node* n = fs->nodes[idx].get();
   memset(st, 0, sizeof *st);
   st->st_mode = n->mode;
-  st->st_uid = getuid();
-  st->st_gid = getgid();
+  st->st_uid = fs->uid;
+  st->st_gid = fs->gid;
   st->st_mtim = n->mtime;
   st->st_atim = n->mtime;
   st->st_ctim = n->ctime;
@@ -575,7 +576,6 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
     Napi::Error::New(env, "cannot start the FUSE thread").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  fs->started = true;
   pthread_detach(fs->thread);
   // The handle lives as long as the process: the loop thread may outlive
   // every JS reference to it.

@@ -151,52 +151,44 @@ export class Qcow2Layer implements Layer {
   }
 
   read(buf: Buffer, bufOffset: number, length: number, position: number): void {
-    const cs = this.clusterSize;
-    let done = 0;
-    while (done < length) {
-      const pos = position + done;
-      const at = bufOffset + done;
-      if (pos >= this.size) {
-        buf.fill(0, at, bufOffset + length);
-        return;
-      }
-      const cluster = Math.floor(pos / cs);
-      const inCluster = pos - cluster * cs;
-      const want = Math.min(length - done, this.size - pos);
-      let n = Math.min(want, cs - inCluster);
-      this.mapCluster(cluster, this.m);
-      if (this.m.type === NORMAL) {
-        // One pread for a run of host-contiguous clusters (many, with 512 B clusters).
-        n = this.normalRunBytes(cluster, this.m.host, inCluster + want) - inCluster;
-        this.readHost(buf, at, n, this.m.host + inCluster);
-      } else if (this.m.type === COMPRESSED) {
-        this.inflatedCluster(cluster, this.m).copy(buf, at, inCluster, inCluster + n);
-      } else {
-        buf.fill(0, at, at + n);
-      }
-      done += n;
-    }
+    const end = Math.min(position + length, this.size);
+    this.walk(position, end, (pos, n, cluster, inCluster) => {
+      const at = bufOffset + (pos - position);
+      if (this.m.type === NORMAL) this.readHost(buf, at, n, this.m.host + inCluster);
+      else if (this.m.type === COMPRESSED) this.inflatedCluster(cluster, this.m).copy(buf, at, inCluster, inCluster + n);
+      else buf.fill(0, at, at + n);
+    });
+    if (end < position + length) buf.fill(0, bufOffset + Math.max(0, end - position), bufOffset + length); // past the virtual size
   }
 
   /** Standard clusters by host offset (host-contiguous ones as one piece); compressed ones only through read. */
   mapDirect(offset: number, length: number, each: DirectPiece): void {
-    const cs = this.clusterSize;
     const end = Math.min(offset + length, this.size);
-    let pos = offset;
-    while (pos < end) {
+    this.walk(offset, end, (pos, n, _cluster, inCluster) => {
+      if (this.m.type === NORMAL) each(pos, n, this.fd, this.m.host + inCluster - pos, this.fileSize);
+      else each(pos, n, -1, 0, 0);
+    });
+    if (end < offset + length) each(Math.max(offset, end), offset + length - Math.max(offset, end), -1, 0, 0);
+  }
+
+  /**
+   * Walks [from, end) (end within the virtual size) mapping by mapping: each
+   * call sees `this.m` for `cluster`, and covers a whole run of
+   * host-contiguous NORMAL clusters in one piece (one pread for many, with
+   * 512 B clusters), else the rest of one cluster.
+   */
+  private walk(from: number, end: number, visit: (pos: number, n: number, cluster: number, inCluster: number) => void): void {
+    const cs = this.clusterSize;
+    for (let pos = from; pos < end;) {
       const cluster = Math.floor(pos / cs);
       const inCluster = pos - cluster * cs;
       this.mapCluster(cluster, this.m);
-      let n = Math.min(end - pos, cs - inCluster);
-      if (this.m.type === NORMAL) {
-        n = this.normalRunBytes(cluster, this.m.host, inCluster + (end - pos)) - inCluster;
-        each(pos, n, this.fd, this.m.host + inCluster - pos, this.fileSize);
-      } else {
-        each(pos, n, -1, 0, 0);
-      }
+      const n = this.m.type === NORMAL
+        ? this.normalRunBytes(cluster, this.m.host, inCluster + (end - pos)) - inCluster
+        : Math.min(end - pos, cs - inCluster);
+      visit(pos, n, cluster, inCluster);
       pos += n;
     }
-    if (pos < offset + length) each(pos, offset + length - pos, -1, 0, 0);
   }
 
   close(): void {
