@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayerSet } from '../src/chain/view';
-import { Replica } from '../src/longhorn/replica';
+import { Replica } from '../src/source/replica/replica';
 import { chainfsOk } from './helpers/cli';
 import { fingerprintTree } from './helpers/tree';
 

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { findWriters } from '../src/longhorn/live';
+import { findWriters } from '../src/source/replica/live';
 import { CHAINFS, chainfs, chainfsOk } from './helpers/cli';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
 import { noBacking, qcow2CompressedBacking } from './helpers/scenarios';

@@ -17,9 +17,9 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LayerSet } from '../src/chain/view';
 import { ChainfsError } from '../src/errors';
-import { parseDiskMeta, parseVolumeMeta } from '../src/longhorn/meta';
-import { isDiskFile, isPlainName } from '../src/longhorn/names';
-import { Replica } from '../src/longhorn/replica';
+import { parseDiskMeta, parseVolumeMeta } from '../src/source/replica/meta';
+import { isDiskFile, isPlainName } from '../src/source/replica/names';
+import { Replica } from '../src/source/replica/replica';
 import { BASES, HEAD, S1, S2 } from './helpers/broken-replicas';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
 

@@ -2,8 +2,8 @@
  * What `chainfs inspect --json` prints and the mount shows as chain.json:
  * the replica's state, the head's chain, every snapshot, the backing image.
  */
-import type { Disk } from '../longhorn/replica';
-import type { DiskMeta } from '../longhorn/meta';
+import type { Disk } from '../source/replica/replica';
+import type { DiskMeta } from '../source/replica/meta';
 import type { LayerSet } from './view';
 
 export interface DiskReport {

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import type { Layer } from '../layer/layer';
 import { openImage, type ImageFormat } from '../layer/open-image';
 import { SparseFileLayer } from '../layer/sparse-file';
-import { openRegularReadOnly } from '../longhorn/files';
-import type { Disk, Replica } from '../longhorn/replica';
+import { openRegularReadOnly } from '../source/replica/files';
+import type { Disk, Replica } from '../source/replica/replica';
 import { Chain, type ChainOptions } from './chain';
 
 export interface View {

@@ -27,7 +27,7 @@ export const snapshotOption = () =>
 export function openLayers(dir: string, opts: ReplicaOptions, quietWarnings = false): LayerSet {
   // Loaded here, not at the top: every command's start (and a mount's two
   // processes) does not pay for modules that `--help` or umount never use.
-  const { Replica } = require('../longhorn/replica') as typeof import('../longhorn/replica');
+  const { Replica } = require('../source/replica/replica') as typeof import('../source/replica/replica');
   const { LayerSet } = require('../chain/view') as typeof import('../chain/view');
   const replica = Replica.open(dir, { backingFile: opts.backingFile, force: opts.force });
   const layers = new LayerSet(replica);
@@ -64,4 +64,81 @@ export function action<A extends unknown[]>(fn: (...args: A) => void | Promise<v
       fail(e);
     }
   };
+}
+
+/** Every option that picks a view or tunes a source, as the commands parse them. */
+export interface SourceCliOptions {
+  backingFile?: string;
+  force?: boolean;
+  recoverVolumeMeta?: boolean;
+  volume?: string;
+  replica?: string;
+  snapshot?: string;
+  head?: string;
+  backup?: string;
+  backingImage?: string;
+  lvol?: string;
+  /** commander's spelling of --no-backing: false when given. */
+  backing?: boolean;
+  badBlocks?: 'fail' | 'zero';
+  cacheDir?: string;
+  jobs?: number;
+}
+
+/**
+ * The options of every command that reads a source (a replica directory,
+ * data roots, a backup target, a v2 disk). `select` adds the view-selecting
+ * ones (not for inspect and mount, which show every view).
+ */
+export function addSourceOptions(cmd: Command, select: boolean): Command {
+  cmd
+    .option('--backing-file <path>', 'use this backing image instead of the one the metadata names')
+    .option('--force', 'read what is refused by default (a Rebuilding replica, a live head, a device in use)')
+    .option('--recover-volume-meta', 'recover a corrupt volume.meta in memory, as the engine does for a missing one')
+    .option('--no-backing', 'backups: the blocks over zeros, as Longhorn restores to a file (no backing image)')
+    .addOption(new Option('--bad-blocks <mode>', 'backups: what a bad block reads as').choices(['fail', 'zero']))
+    .option('--cache-dir <dir>', 'backups: keep downloaded blocks in this directory (checksummed on reuse)')
+    .option('--jobs <n>', 'backups: parallel block fetches', (v) => positiveInt('--jobs', v));
+  if (select) {
+    cmd
+      .option('--volume <name>', 'the volume (data roots, backup targets, v2 disks)')
+      .option('--replica <dir>', "a replica of the volume by directory name (default: the one Longhorn would pick)")
+      .addOption(snapshotOption())
+      .option('--head <file>', "a head file that is not volume.meta's head (e.g. volume-head-002.img)")
+      .option('--backup <name>', 'a backup of the volume (backup targets)')
+      .option('--backing-image <name>', 'a backing image by name')
+      .option('--lvol <name>', 'any lvol of a v2 disk by its SPDK name');
+  }
+  return cmd;
+}
+
+function positiveInt(flag: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new ChainfsError(undefined, `${flag} takes a whole number from 1 up, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** The source options of parsed command options. */
+export function sourceOptions(o: SourceCliOptions & { cacheMb?: number }): import('../source/catalog').SourceOptions {
+  return {
+    backingFile: o.backingFile, force: o.force, recoverVolumeMeta: o.recoverVolumeMeta,
+    noBacking: o.backing === false, badBlocks: o.badBlocks, cacheDir: o.cacheDir, jobs: o.jobs, cacheMb: o.cacheMb,
+  };
+}
+
+/** The view selector of parsed command options. */
+export function viewSelector(o: SourceCliOptions): import('../source/catalog').ViewSelector {
+  return {
+    volume: o.volume, replica: o.replica, snapshot: o.snapshot, head: o.head, backup: o.backup,
+    backingImage: o.backingImage, lvol: o.lvol,
+  };
+}
+
+/** Opens the sources as one catalog; prints its warnings to stderr unless quiet. */
+export async function openCatalog(args: string[], o: SourceCliOptions & { cacheMb?: number },
+  quietWarnings = false): Promise<import('../source/catalog').Catalog> {
+  const { openSource } = require('../source/open') as typeof import('../source/open');
+  const catalog = await openSource(args, sourceOptions(o));
+  if (!quietWarnings) for (const w of catalog.warnings) warn(w);
+  return catalog;
 }

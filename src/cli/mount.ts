@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
-import { findWriters } from '../longhorn/live';
+import { findWriters } from '../source/replica/live';
 import { Log } from '../fuse/log';
 import {
   absoluteMountPoint, defaultLogPath, fusermount, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,

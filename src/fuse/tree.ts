@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import type { Chain } from '../chain/chain';
 import { replicaReport } from '../chain/report';
 import type { LayerSet, View } from '../chain/view';
-import type { Disk } from '../longhorn/replica';
+import type { Disk } from '../source/replica/replica';
 
 export interface FileNode {
   kind: 'file';

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, fsError } from '../errors';
-import { openRegularReadOnly } from '../longhorn/files';
+import { openRegularReadOnly } from '../source/replica/files';
 import type { Layer } from './layer';
 import { Qcow2Layer, isQcow2 } from './qcow2';
 import { RawImageLayer } from './raw-image';

@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import type { ImageSource } from '../chain/source';
 import { LayerSet } from '../chain/view';
 import { ChainfsError } from '../errors';
-import { Replica } from '../longhorn/replica';
+import { Replica } from '../source/replica/replica';
 import { Sha512Worker } from './checksum';
 import { writeFailed } from './output';
 import { writeQcow2 } from './qcow2-writer';

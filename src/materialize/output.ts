@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, fsError } from '../errors';
-import { fileKind } from '../longhorn/files';
+import { fileKind } from '../source/replica/files';
 
 export type OutputKind = 'file' | 'dir';
 

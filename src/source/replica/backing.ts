@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChainfsError, describeErrno } from '../errors';
+import { ChainfsError, describeErrno } from '../../errors';
 import { fileKind } from './files';
 
 export interface BackingLocation {

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChainfsError, fsError, oneLine } from '../errors';
+import { ChainfsError, fsError, oneLine } from '../../errors';
 import { locateBacking, type BackingLocation } from './backing';
 import { fileKind, readMetaFile } from './files';
 import { parseDiskMeta, parseVolumeMeta, type DiskMeta, type VolumeMeta } from './meta';

@@ -4,7 +4,7 @@
  * (or anywhere in chainfs) opens it for writing.
  */
 import * as fs from 'node:fs';
-import { ChainfsError, fsError } from '../errors';
+import { ChainfsError, fsError } from '../../errors';
 
 const RO_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 

@@ -3,7 +3,7 @@
  * no tags: `volume.meta` and `<disk>.img.meta`). Strict about types, lenient
  * about unknown fields (newer engines add some). Never writes anything.
  */
-import { ChainfsError, oneLine } from '../errors';
+import { ChainfsError, oneLine } from '../../errors';
 import { isDiskFile, isPlainName } from './names';
 
 /** volume.meta (longhorn-engine pkg/replica/replica.go `Info`). */

@@ -1,0 +1,41 @@
+/**
+ * Which kind of source an argument is, and opening it as a Catalog.
+ *
+ * Every kind lives in src/source/<kind>/index.ts and exports `source: SourceKind`;
+ * it is loaded only when asked (a command's start does not pay for the S3
+ * SDK or the blobstore parser). The first kind whose `detect` says yes for
+ * the first argument opens them all; a replica directory is the fallback, so
+ * that a path that is nothing gets the replica reader's own one-line error,
+ * as before.
+ */
+import { ChainfsError } from '../errors';
+import type { Catalog, SourceKind, SourceOptions } from './catalog';
+
+/** Most specific first: a URL scheme or a magic number before a directory's shape. */
+const KINDS: (() => SourceKind)[] = [
+  () => (require('./replica/index') as typeof import('./replica/index')).source,
+];
+
+/** Registered kinds, for messages and for the replica fallback. */
+export function sourceKinds(): SourceKind[] {
+  return KINDS.map((k) => k());
+}
+
+/**
+ * Opens `args` (paths or URLs, at least one) as one catalog. All must be of
+ * the same kind. Throws ChainfsError with one line when they are not, or
+ * when the source cannot be opened.
+ */
+export async function openSource(args: string[], opts: SourceOptions): Promise<Catalog> {
+  if (args.length === 0) throw new ChainfsError(undefined, 'no source given');
+  const kinds = sourceKinds();
+  const kindOf = (a: string) => kinds.find((k) => k.kind !== 'replica' && k.detect(a)) ?? kinds.find((k) => k.kind === 'replica')!;
+  const kind = kindOf(args[0]);
+  for (const a of args.slice(1)) {
+    const k = kindOf(a);
+    if (k.kind !== kind.kind) {
+      throw new ChainfsError(a, `is a ${k.kind} source, but ${args[0]} is a ${kind.kind} source; give sources of one kind at a time`);
+    }
+  }
+  return kind.open(args, opts);
+}
