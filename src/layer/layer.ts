@@ -52,6 +52,21 @@ export interface Layer {
   readAsync?(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void>;
 
   /**
+   * True for a layer whose bytes are not local (backup blocks on S3): `read`
+   * may throw, and consumers read through `readAsync` (several large reads
+   * in flight) and `readNoWait` (true where the bytes are already cached).
+   * `blockStatus` stays synchronous: it answers from metadata.
+   */
+  readonly asyncOnly?: boolean;
+
+  /**
+   * Why the layer's bytes may have changed since it was opened (its file
+   * grew, shrank or was written: the replica is in use), or undefined.
+   * Cheap (an fstat); the mount asks once a second for open views.
+   */
+  changed?(): string | undefined;
+
+  /**
    * Where the bytes of [offset, offset+length) lie in the layer's own file,
    * for a reader that preads them itself (the mount's C read path): calls
    * `each` for consecutive pieces covering the range. A piece's bytes are at
