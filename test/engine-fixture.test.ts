@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LayerSet } from '../src/chain/view';
+import { LayerSet } from '../src/source/replica/layers';
 import { Replica } from '../src/source/replica/replica';
 import { chainfsOk } from './helpers/cli';
 import { fingerprintTree } from './helpers/tree';

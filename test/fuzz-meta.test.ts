@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LayerSet } from '../src/chain/view';
+import { LayerSet } from '../src/source/replica/layers';
 import { ChainfsError } from '../src/errors';
 import { parseDiskMeta, parseVolumeMeta } from '../src/source/replica/meta';
 import { isDiskFile, isPlainName } from '../src/source/replica/names';

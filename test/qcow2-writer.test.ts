@@ -191,10 +191,10 @@ function qemuImg(args: string[]): { status: number; stdout: string; stderr: stri
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-function convert(src: ImageSource, out: string, opts: Qcow2WriteOptions): Qcow2WriteResult {
+async function convert(src: ImageSource, out: string, opts: Qcow2WriteOptions): Promise<Qcow2WriteResult> {
   const fd = fs.openSync(out, 'w');
   try {
-    return writeQcow2(src, fd, opts);
+    return await writeQcow2(src, fd, opts);
   } finally {
     fs.closeSync(fd);
   }
@@ -299,10 +299,10 @@ describe('writeQcow2: qemu-img agrees', () => {
   for (const name of ['mixed', 'sparse']) {
     for (const cs of CLUSTER_SIZES) {
       for (const compress of [false, true]) {
-        it(`${name}, ${cs}-byte clusters${compress ? ', compressed' : ''}`, () => {
+        it(`${name}, ${cs}-byte clusters${compress ? ', compressed' : ''}`, async () => {
           const img = images.get(name)!;
           const out = path.join(tmp, `${name}-${cs}-${compress}.qcow2`);
-          const result = convert(img, out, { clusterSize: cs, compress });
+          const result = await convert(img, out, { clusterSize: cs, compress });
           verify(img, out, result, cs, compress);
           expect(img.maxQuery).toBeLessThanOrEqual(256 * MiB);
           if (!compress) plainSizes.set(`${name}-${cs}`, result.fileSize);
@@ -315,10 +315,10 @@ describe('writeQcow2: qemu-img agrees', () => {
 });
 
 describe('writeQcow2: layout', () => {
-  it('writes a v3 header: no backing file, no feature bits (not dirty), 16-bit refcounts, zlib', () => {
+  it('writes a v3 header: no backing file, no feature bits (not dirty), 16-bit refcounts, zlib', async () => {
     const img = images.get('mixed')!;
     const out = path.join(tmp, 'header.qcow2');
-    convert(img, out, {});
+    await convert(img, out, {});
     const h = Buffer.alloc(120);
     const fd = fs.openSync(out, 'r');
     fs.readSync(fd, h, 0, 120, 0);
@@ -340,13 +340,13 @@ describe('writeQcow2: layout', () => {
     fs.rmSync(out);
   });
 
-  it('packs several compressed clusters into one host cluster (refcounts > 1) and qemu-img check agrees', () => {
+  it('packs several compressed clusters into one host cluster (refcounts > 1) and qemu-img check agrees', async () => {
     const size = 16 * MiB;
     const img = new RawImage(path.join(tmp, 'text.raw'), size, [{ offset: 0, length: size, content: 'text' }]);
     try {
       for (const cs of [512, 65536, 2 * MiB]) {
         const out = path.join(tmp, `text-${cs}.qcow2`);
-        const result = convert(img, out, { clusterSize: cs, compress: true });
+        const result = await convert(img, out, { clusterSize: cs, compress: true });
         verify(img, out, result, cs, true);
         expect(result.dataClusters).toBe(size / cs);
         // Fewer host clusters in the whole file (metadata included) than compressed clusters:
@@ -362,13 +362,13 @@ describe('writeQcow2: layout', () => {
     }
   });
 
-  it('compresses with a 4 KiB deflate window, as qemu does, so chunked inflaters can read it', () => {
+  it('compresses with a 4 KiB deflate window, as qemu does, so chunked inflaters can read it', async () => {
     // qemu-img inflates a whole cluster in one call, which tolerates any window; a reader that
     // inflates with windowBits 12 in pieces (as Node's zlib does) does not.
     const img = images.get('mixed')!;
     for (const cs of [65536, 2 * MiB]) {
       const out = path.join(tmp, `window-${cs}.qcow2`);
-      convert(img, out, { clusterSize: cs, compress: true });
+      await convert(img, out, { clusterSize: cs, compress: true });
       const clusters = compressedClusters(out);
       expect(clusters.length).toBeGreaterThan(0);
       const want = Buffer.alloc(cs);
@@ -381,7 +381,7 @@ describe('writeQcow2: layout', () => {
     }
   });
 
-  it('allocates no data clusters for an image of holes and allocated zeros', () => {
+  it('allocates no data clusters for an image of holes and allocated zeros', async () => {
     const img = new RawImage(path.join(tmp, 'zeros.raw'), GiB, [
       { offset: 0, length: 4 * MiB, content: 'zeros' },
       { offset: 700 * MiB + 512, length: 9 * MiB, content: 'zeros' },
@@ -389,7 +389,7 @@ describe('writeQcow2: layout', () => {
     try {
       for (const cs of [512, 65536]) {
         const out = path.join(tmp, `zeros-${cs}.qcow2`);
-        const result = convert(img, out, { clusterSize: cs, compress: cs === 512 });
+        const result = await convert(img, out, { clusterSize: cs, compress: cs === 512 });
         verify(img, out, result, cs, cs === 512);
         expect(result.dataClusters).toBe(0);
         fs.rmSync(out);
@@ -399,18 +399,18 @@ describe('writeQcow2: layout', () => {
     }
   });
 
-  it('writes a zero-size image', () => {
+  it('writes a zero-size image', async () => {
     const img = new RawImage(path.join(tmp, 'empty.raw'), 0, []);
     try {
       const out = path.join(tmp, 'empty.qcow2');
-      verify(img, out, convert(img, out, {}), 65536, false);
+      verify(img, out, await convert(img, out, {}), 65536, false);
       fs.rmSync(out);
     } finally {
       img.close();
     }
   });
 
-  it('addresses host offsets past 4 GiB', () => {
+  it('addresses host offsets past 4 GiB', async () => {
     // 4.5 GiB of data, generated on the fly (no raw copy): MiB k is filled with byte (k % 255) + 1.
     const size = 4 * GiB + 512 * MiB;
     const pattern = (mib: number): number => (mib % 255) + 1;
@@ -427,7 +427,7 @@ describe('writeQcow2: layout', () => {
     };
     const out = path.join(tmp, 'big.qcow2');
     try {
-      const result = convert(src, out, { clusterSize: 65536 });
+      const result = await convert(src, out, { clusterSize: 65536 });
       expect(result.dataClusters).toBe(size / 65536);
       const check = qemuImg(['check', '--output=json', out]);
       expect(check.status).toBe(0);
@@ -446,7 +446,7 @@ describe('writeQcow2: layout', () => {
 
 describe('writeQcow2: bounded memory and batching', () => {
   for (const cs of [512, 65536]) {
-    it(`keeps RSS growth under 64 MiB for a 100 GiB sparse image (${cs}-byte clusters)`, () => {
+    it(`keeps RSS growth under 64 MiB for a 100 GiB sparse image (${cs}-byte clusters)`, async () => {
       const size = 100 * GiB;
       const img = new RawImage(path.join(tmp, 'huge.raw'), size, [
         { offset: 0, length: 3 * MiB, content: 'random' },
@@ -457,7 +457,7 @@ describe('writeQcow2: bounded memory and batching', () => {
       try {
         const before = process.memoryUsage().rss;
         let peak = before;
-        const result = convert(img, out, {
+        const result = await convert(img, out, {
           clusterSize: cs,
           compress: true,
           onProgress: () => { peak = Math.max(peak, process.memoryUsage().rss); },
@@ -473,11 +473,11 @@ describe('writeQcow2: bounded memory and batching', () => {
     });
   }
 
-  it('reports progress in order, at most once per 8 MiB batch, ending at the virtual size', () => {
+  it('reports progress in order, at most once per 8 MiB batch, ending at the virtual size', async () => {
     const img = images.get('mixed')!;
     const out = path.join(tmp, 'progress.qcow2');
     const seen: number[] = [];
-    convert(img, out, { onProgress: (n) => seen.push(n) });
+    await convert(img, out, { onProgress: (n) => seen.push(n) });
     expect(seen[seen.length - 1]).toBe(img.size);
     for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]);
     expect(seen.length).toBeLessThanOrEqual(Math.ceil(img.size / (8 * MiB)) + 1);
@@ -503,12 +503,12 @@ describe('writeQcow2: errors', () => {
     expect(() => writeQcow2(src, -1, { clusterSize: 512 })).toThrow(/larger cluster size/);
   });
 
-  it('propagates write errors (ENOSPC from /dev/full)', () => {
+  it('propagates write errors (ENOSPC from /dev/full)', async () => {
     const fd = fs.openSync('/dev/full', 'w');
     try {
       let err: NodeJS.ErrnoException | undefined;
       try {
-        writeQcow2(images.get('mixed')!, fd);
+        await writeQcow2(images.get('mixed')!, fd);
       } catch (e) {
         err = e as NodeJS.ErrnoException;
       }

@@ -6,33 +6,34 @@
 import { Command } from 'commander';
 import { ChainfsError } from '../errors';
 import { native } from '../native';
-import { action, addReplicaOptions, openLayers, snapshotOption, type ReplicaOptions } from './common';
+import type { Chain } from '../chain/chain';
+import { action, addSourceOptions, openSelectedView, type SourceCliOptions } from './common';
 
 const CHUNK = 1 << 20;
 const PIPE_SIZE = 1 << 20;
 const RING = 4;
 
 export function catCommand(): Command {
-  return addReplicaOptions(new Command('cat'))
+  return addSourceOptions(new Command('cat'), true)
     .description('write the flattened view (raw image bytes) to stdout')
-    .argument('<dir>', 'Longhorn replica directory')
-    .addOption(snapshotOption())
-    .action(action(async (dir: string, opts: ReplicaOptions & { snapshot?: string }) => {
+    .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks')
+    .action(action(async (sources: string[], opts: SourceCliOptions) => {
       if (process.stdout.isTTY) {
         throw new ChainfsError(undefined, 'refusing to write a binary image to a terminal; redirect stdout (e.g. > volume.raw, | dd of=...)');
       }
-      const layers = openLayers(dir, opts);
+      const selected = await openSelectedView(sources, opts);
       native.setPipeSize(1, PIPE_SIZE); // fewer wakeups when stdout is a pipe; harmless otherwise
       try {
-        await stream(layers.view(opts.snapshot).chain, process.stdout);
+        await stream(selected.view.chain, process.stdout);
       } finally {
-        layers.close();
+        selected.close();
       }
     }));
 }
 
-async function stream(chain: { size: number; read(b: Buffer, o: number, l: number, p: number): void },
-  out: NodeJS.WriteStream): Promise<void> {
+async function stream(chain: Chain, out: NodeJS.WriteStream): Promise<void> {
+  // Remote layers (backup blocks) are read asynchronously; they read ahead themselves.
+  const remote = chain.layers.some((l) => l.asyncOnly);
   const free: Buffer[] = Array.from({ length: RING }, () => Buffer.allocUnsafe(CHUNK));
   let waiter: (() => void) | null = null;
   let writeError: Error | null = null;
@@ -49,7 +50,8 @@ async function stream(chain: { size: number; read(b: Buffer, o: number, l: numbe
     if (writeError) break;
     const buf = free.pop()!;
     const n = Math.min(CHUNK, chain.size - pos);
-    chain.read(buf, 0, n, pos);
+    if (remote) await chain.readAsync(buf, 0, n, pos);
+    else chain.read(buf, 0, n, pos);
     out.write(n === CHUNK ? buf : buf.subarray(0, n), release(buf));
   }
   while (free.length < RING && !writeError) await new Promise<void>((r) => { waiter = r; });

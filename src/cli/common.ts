@@ -4,36 +4,13 @@
  */
 import { Command, Option } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
-import type { LayerSet } from '../chain/view';
-
-export interface ReplicaOptions {
-  backingFile?: string;
-  force?: boolean;
-}
+import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
-export function addReplicaOptions(cmd: Command): Command {
-  return cmd
-    .option('--backing-file <path>', "use this backing image instead of the one volume.meta names")
-    .option('--force', 'read a replica that is Rebuilding (its data may be incomplete)');
-}
-
 export const snapshotOption = () =>
   new Option('-s, --snapshot <name>', 'a snapshot view instead of the head (NAME or volume-snap-NAME.img)');
-
-/** Opens the replica's metadata and its layer set; prints warnings to stderr. */
-export function openLayers(dir: string, opts: ReplicaOptions, quietWarnings = false): LayerSet {
-  // Loaded here, not at the top: every command's start (and a mount's two
-  // processes) does not pay for modules that `--help` or umount never use.
-  const { Replica } = require('../source/replica/replica') as typeof import('../source/replica/replica');
-  const { LayerSet } = require('../chain/view') as typeof import('../chain/view');
-  const replica = Replica.open(dir, { backingFile: opts.backingFile, force: opts.force });
-  const layers = new LayerSet(replica);
-  if (!quietWarnings) for (const w of replica.warnings) warn(w);
-  return layers;
-}
 
 export function warn(msg: string): void {
   process.stderr.write(`chainfs: warning: ${oneLine(msg)}\n`);
@@ -136,9 +113,34 @@ export function viewSelector(o: SourceCliOptions): import('../source/catalog').V
 
 /** Opens the sources as one catalog; prints its warnings to stderr unless quiet. */
 export async function openCatalog(args: string[], o: SourceCliOptions & { cacheMb?: number },
-  quietWarnings = false): Promise<import('../source/catalog').Catalog> {
+  quietWarnings = false): Promise<Catalog> {
   const { openSource } = require('../source/open') as typeof import('../source/open');
   const catalog = await openSource(args, sourceOptions(o));
   if (!quietWarnings) for (const w of catalog.warnings) warn(w);
   return catalog;
+}
+
+/** A selected, opened view and the catalog it came from (close both). */
+export interface SelectedView {
+  catalog: Catalog;
+  entry: CatalogView;
+  view: OpenedView;
+  close(): void;
+}
+
+/**
+ * Opens the sources, selects the view the options name and opens it;
+ * prints the source's and the view's warnings to stderr (each once).
+ */
+export async function openSelectedView(args: string[], o: SourceCliOptions & { cacheMb?: number }): Promise<SelectedView> {
+  const catalog = await openCatalog(args, o);
+  try {
+    const entry = catalog.select(viewSelector(o));
+    const view = await entry.open({ cacheBytes: o.cacheMb ? o.cacheMb << 20 : undefined });
+    for (const w of view.warnings) if (!catalog.warnings.includes(w)) warn(w);
+    return { catalog, entry, view, close: () => { view.close(); catalog.close(); } };
+  } catch (e) {
+    catalog.close();
+    throw e;
+  }
 }

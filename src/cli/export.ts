@@ -9,18 +9,17 @@ import { ChainfsError } from '../errors';
 // The materializer (workers, cli-progress) is loaded only when export runs:
 // every other command starts faster without it.
 import type { ExportRequest, ExportSummary } from '../materialize/export';
-import { action, snapshotOption, warn } from './common';
+import { EXIT_USAGE, action, addSourceOptions, sourceOptions, viewSelector, warn, type SourceCliOptions } from './common';
 import { formatBytes } from '../units';
 
 /** The request's fields as commander parses them, plus what only the CLI uses. */
-type ExportOptions = Omit<ExportRequest, 'dir' | 'out'> & { quiet?: boolean; json?: boolean };
+type ExportOptions = Omit<ExportRequest, 'sources' | 'sourceOptions' | 'selector' | 'out'> & SourceCliOptions & { quiet?: boolean; json?: boolean };
 
 export function exportCommand(): Command {
-  return new Command('export')
+  return addSourceOptions(new Command('export'), true)
     .description('write a view as a standalone image (raw or qcow2), optionally as a Longhorn backing image directory')
-    .argument('<dir>', 'Longhorn replica directory')
-    .argument('<out>', 'output file (for --layout longhorn: a directory named <name>-<uuid>)')
-    .addOption(snapshotOption())
+    .usage('[options] <source...> <out>')
+    .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks; then OUT, the output file (for --layout longhorn: a directory named <name>-<uuid>)')
     .addOption(new Option('--format <format>', 'image format').choices(['raw', 'qcow2']).default('raw'))
     .addOption(new Option('--layout <layout>', 'file: OUT is the image; longhorn: OUT is a directory with backing and backing.cfg')
       .choices(['file', 'longhorn']).default('file'))
@@ -28,12 +27,16 @@ export function exportCommand(): Command {
     .option('--compress', 'qcow2: store clusters deflate-compressed')
     .option('--checksum', 'print the SHA-512 of the output (default with --layout longhorn)')
     .option('--no-checksum', 'do not compute the SHA-512 (backing.cfg then has an empty currentChecksum)')
-    .option('--backing-file <path>', "use this backing image instead of the one volume.meta names")
     .option('--overwrite', 'replace OUT if it exists')
-    .option('--force', 'export anyway: a Rebuilding replica, a live head, a head that changed during the export')
     .option('--quiet', 'no progress bar and no summary')
     .option('--json', 'print a JSON summary instead of the checksum line')
-    .action(action(async (dir: string, out: string, opts: ExportOptions) => {
+    .action(action(async (args: string[], opts: ExportOptions) => {
+      if (args.length < 2) {
+        process.stderr.write('chainfs: export needs a source and an output (OUT)\n');
+        process.exit(EXIT_USAGE);
+      }
+      const sources = args.slice(0, -1);
+      const out = args[args.length - 1];
       if (opts.format !== 'qcow2' && (opts.clusterSize !== undefined || opts.compress)) {
         throw new ChainfsError(undefined, '--cluster-size and --compress apply to --format qcow2 only');
       }
@@ -44,8 +47,8 @@ export function exportCommand(): Command {
       let summary: ExportSummary;
       try {
         summary = await exportImage({
-          dir, out, snapshot: opts.snapshot, format: opts.format, layout: opts.layout,
-          clusterSize: opts.clusterSize, compress: opts.compress, backingFile: opts.backingFile,
+          sources, sourceOptions: sourceOptions(opts), selector: viewSelector(opts), out, format: opts.format, layout: opts.layout,
+          clusterSize: opts.clusterSize, compress: opts.compress,
           overwrite: opts.overwrite, force: opts.force, checksum: opts.checksum,
         }, {
           warn: (m) => { bar?.stop(); warn(m); },
@@ -65,7 +68,7 @@ export function exportCommand(): Command {
         process.stdout.write(sha512sumLine(summary.sha512, shown));
       }
       if (bar) {
-        process.stderr.write(`exported ${opts.snapshot ? `snapshot ${opts.snapshot}` : 'the head'} to ${shown}: ` +
+        process.stderr.write(`exported ${summary.view} to ${shown}: ` +
           `${summary.format}, ${formatBytes(summary.size)}, ${formatBytes(summary.allocatedBytes)} allocated, ` +
           `${summary.seconds.toFixed(1)} s\n`);
       }

@@ -4,23 +4,28 @@
  * region by region, so a 2 TiB view needs no more memory than a small one.
  */
 import { Command } from 'commander';
+import { ChainfsError } from '../errors';
 import { BrokenRange, REGION_SIZE } from '../chain/chain';
 import type { ResolvedRun } from '../chain/source';
-import { action, addReplicaOptions, openLayers, snapshotOption, type ReplicaOptions } from './common';
+import { action, addSourceOptions, openSelectedView, type SourceCliOptions } from './common';
 import { formatBytes } from '../units';
 
 const STEP = 64 * REGION_SIZE;
 
 export function mapCommand(): Command {
-  return addReplicaOptions(new Command('map'))
+  return addSourceOptions(new Command('map'), true)
     .description("list the view's runs: which layer each byte range comes from")
-    .argument('<dir>', 'Longhorn replica directory')
-    .addOption(snapshotOption())
+    .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks')
     .option('--json', 'JSON like qemu-img map --output=json, plus "file"')
-    .action(action((dir: string, opts: ReplicaOptions & { snapshot?: string; json?: boolean }) => {
-      const layers = openLayers(dir, opts);
+    .option('--output <fmt>', 'json: the same as --json (qemu-img map\'s spelling)')
+    .action(action(async (sources: string[], opts: SourceCliOptions & { json?: boolean; output?: string }) => {
+      if (opts.output !== undefined && opts.output !== 'json' && opts.output !== 'human') {
+        throw new ChainfsError(undefined, `--output takes json or human, not ${JSON.stringify(opts.output)}`);
+      }
+      if (opts.output === 'json') opts.json = true;
+      const selected = await openSelectedView(sources, opts);
       try {
-        const view = layers.view(opts.snapshot);
+        const view = { chain: selected.view.chain, size: selected.view.chain.size };
         const depth = new Map(view.chain.layers.map((l, i) => [l, i]));
         const out: string[] = [];
         const flush = () => { if (out.length) process.stdout.write(`${out.join('')}`); out.length = 0; };
@@ -57,7 +62,7 @@ export function mapCommand(): Command {
         if (opts.json) out.push(']\n');
         flush();
       } finally {
-        layers.close();
+        selected.close();
       }
     }));
 }

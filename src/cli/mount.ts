@@ -8,16 +8,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
-import { findWriters } from '../source/replica/live';
 import { Log } from '../fuse/log';
 import {
   absoluteMountPoint, defaultLogPath, fusermount, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
   removeRecord, writeRecord,
 } from '../fuse/mountpoint';
 import { startDaemon } from './launch';
-import { EXIT_USAGE, action, addReplicaOptions, openLayers, warn, type ReplicaOptions } from './common';
+import { EXIT_USAGE, action, addSourceOptions, openCatalog, warn, type SourceCliOptions } from './common';
 
-interface MountOptions extends ReplicaOptions {
+interface MountOptions extends SourceCliOptions {
   foreground?: boolean;
   cacheMb: number;
   allowOther?: boolean;
@@ -27,17 +26,20 @@ interface MountOptions extends ReplicaOptions {
 }
 
 export function mountCommand(): Command {
-  return addReplicaOptions(new Command('mount'))
-    .description('mount every view of a replica as flat read-only image files (FUSE)')
-    .argument('<dir>', 'Longhorn replica directory')
-    .argument('<mountpoint>', 'an existing empty directory')
+  return addSourceOptions(new Command('mount'), false)
+    .description('mount every view of a source as flat read-only image files (FUSE)')
+    .usage('[options] <source...> <mountpoint>')
+    .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks; then the mount point, an existing empty directory')
     .option('-f, --foreground', 'stay in the foreground and log to stderr')
     .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', parsePositive, 64)
     .option('--allow-other', 'let other users read the images (file modes follow the replica; needs user_allow_other for non-root)')
     .option('--debug', 'log every FUSE request (to the log; to stderr with -f)')
     .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs)')
     .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(Number).hideHelp())
-    .action(action((dir: string, mp: string, opts: MountOptions) => mount(dir, mp, opts)));
+    .action(action((args: string[], opts: MountOptions) => {
+      if (args.length < 2) throw usageError('mount needs a source and a mount point');
+      return mount(args.slice(0, -1), args[args.length - 1], opts);
+    }));
 }
 
 export function umountCommand(): Command {
@@ -49,21 +51,17 @@ export function umountCommand(): Command {
     .action(action((mp: string, opts: { lazy?: boolean }) => umount(mp, !!opts.lazy)));
 }
 
+/** A missing argument: the same exit code and one line as commander's own usage errors. */
+function usageError(message: string): Error {
+  process.stderr.write(`chainfs: ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
 function parsePositive(v: string): number {
   const n = Number(v);
   // A usage error (exit 2, printed by commander), not a failure of the command.
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
-}
-
-/**
- * Processes that hold a file of the replica open for writing: the engine of
- * a volume that is still attached. Mounting is allowed (read-only, and the
- * daemon's watch fails reads of views that change), but said loudly.
- */
-function liveWarnings(dir: string): string[] {
-  return findWriters(dir).map((w) =>
-    `${w.file}: open for writing by process ${w.pid} (${w.command}): the replica is in use; views that change while mounted fail with EIO`);
 }
 
 /** Checks that can fail before any daemon exists, with one clear line each. */
@@ -95,12 +93,12 @@ function checkMountPoint(mp: string): void {
   }
 }
 
-async function mount(dir: string, mountPoint: string, opts: MountOptions): Promise<void> {
+async function mount(sources: string[], mountPoint: string, opts: MountOptions): Promise<void> {
   const mp = absoluteMountPoint(mountPoint);
-  if (!opts.foreground && opts.readyFd === undefined) return background(dir, mp, opts);
+  if (!opts.foreground && opts.readyFd === undefined) return background(mp, opts);
   const ready = opts.readyFd === undefined ? undefined : new ReadyPipe(opts.readyFd);
   try {
-    await serve(dir, mp, opts, ready);
+    await serve(sources, mp, opts, ready);
   } catch (e) {
     // The waiting parent prints this as its one line; fail() logs it too.
     ready?.say('error', e instanceof ChainfsError ? e.message : `internal error: ${(e as Error).message}`);
@@ -109,26 +107,28 @@ async function mount(dir: string, mountPoint: string, opts: MountOptions): Promi
 }
 
 /**
- * The daemon: checks the replica (backing image included: it is what the
- * user came for), then the mount point, mounts, and serves until unmounted
- * or signalled. Done once, in this process: a background mount's parent
- * only waits for the verdict on the ready pipe.
+ * The daemon: opens the source (metadata only), checks the mount point,
+ * mounts, and serves until unmounted or signalled. A source none of whose
+ * views is readable is refused with the first view's reason. Done once, in
+ * this process: a background mount's parent only waits for the verdict on
+ * the ready pipe.
  */
-async function serve(dir: string, mp: string, opts: MountOptions, ready: ReadyPipe | undefined): Promise<void> {
-  const layers = openLayers(dir, opts, true);
-  layers.backing(); // open the backing image now: its errors belong to mount
+async function serve(sources: string[], mp: string, opts: MountOptions, ready: ReadyPipe | undefined): Promise<void> {
+  const catalog = await openCatalog(sources, opts, true);
+  const views = catalog.views();
+  if (views.length > 0 && views.every((v) => v.problem)) throw new ChainfsError(undefined, views[0].problem!);
   checkMountPoint(mp);
   // A background daemon logs to its log file (by default next to its pid file).
   const logFile = opts.log ?? (ready ? defaultLogPath(mp) : undefined);
   const logFd = logFile ? openLog(logFile) : 2;
   const log = new Log(logFd, opts.debug);
-  for (const w of [...layers.replica.warnings, ...layers.warnings, ...liveWarnings(layers.replica.dir)]) {
+  for (const w of [...catalog.warnings, ...(catalog.inUse?.() ?? [])]) {
     log.info(`warning: ${w}`);
     if (ready) ready.say('warn', w);
     else if (logFd !== 2) warn(w);
   }
   const { MountDaemon } = await import('../fuse/daemon'); // the FUSE binding: only the daemon needs it
-  const daemon = new MountDaemon(layers, mp, {
+  const daemon = new MountDaemon(catalog, mp, {
     cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });
   try {
@@ -136,7 +136,7 @@ async function serve(dir: string, mp: string, opts: MountOptions, ready: ReadyPi
   } catch (e) {
     throw new ChainfsError(mp, `mount failed: ${(e as Error).message}${process.getuid?.() !== 0 ? ' (not root: is fusermount allowed?)' : ''}`);
   }
-  writeRecord(mp, { pid: process.pid, replica: layers.replica.dir, log: opts.log ?? '' });
+  writeRecord(mp, { pid: process.pid, replica: catalog.label, log: opts.log ?? '' });
   let exiting = false;
   const exit = async (why: string, code: number) => {
     if (exiting) return;
@@ -144,19 +144,19 @@ async function serve(dir: string, mp: string, opts: MountOptions, ready: ReadyPi
     log.info(`${why}: unmounting ${mp}`);
     await daemon.unmount();
     removeRecord(mp, process.pid);
-    layers.close();
+    catalog.close();
     process.exit(code);
   };
   process.on('SIGINT', () => void exit('SIGINT', 0));
   process.on('SIGTERM', () => void exit('SIGTERM', 0));
   process.on('SIGHUP', () => void exit('SIGHUP', 0));
   daemon.onExternalUnmount = () => void exit('unmounted', 0);
-  log.info(`mounted ${layers.replica.dir} on ${mp}`);
+  log.info(`mounted ${catalog.label} on ${mp}`);
 
   // Tell the waiting parent that the mount is readable (an async stat: this
   // process serves it).
   if (ready) {
-    await fs.promises.stat(path.join(mp, 'volume.img'));
+    await fs.promises.readdir(mp);
     ready.say('ok');
     ready.close();
   }
@@ -198,7 +198,7 @@ class ReadyPipe {
  * printing its warnings. Used when bin/chainfs's fast path did not apply
  * (e.g. --debug, whose libfuse output goes to the log through stderr).
  */
-async function background(dir: string, mp: string, opts: MountOptions): Promise<void> {
+async function background(mp: string, opts: MountOptions): Promise<void> {
   const logPath = opts.log ?? defaultLogPath(mp);
   // The daemon's stdout/stderr go to its log. If we cannot open it here, the
   // daemon reports that itself, after the replica checks that come first.
@@ -209,11 +209,9 @@ async function background(dir: string, mp: string, opts: MountOptions): Promise<
   } catch {
     // see above
   }
-  const args = ['mount', dir, mp, '--log', logPath, '--cache-mb', String(opts.cacheMb)];
-  if (opts.backingFile) args.push('--backing-file', opts.backingFile);
-  if (opts.force) args.push('--force');
-  if (opts.allowOther) args.push('--allow-other');
-  if (opts.debug) args.push('--debug');
+  // The daemon gets the user's own arguments (sources, options) again.
+  const at = process.argv.indexOf('mount');
+  const args = [...process.argv.slice(at), '--log', logPath];
   const verdict = await startDaemon(args, logFd, warn);
   if (logFd !== 'ignore') fs.closeSync(logFd);
   if (verdict.ok) return;

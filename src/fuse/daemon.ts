@@ -15,11 +15,12 @@
  */
 import { spawn } from 'node:child_process';
 import { REGION_SIZE, type Chain } from '../chain/chain';
-import type { LayerSet } from '../chain/view';
+import type { Catalog } from '../source/catalog';
 import { mountAt } from './mountpoint';
 import type { Log } from './log';
 import { NativeFuse, RUN_SLOW, RUN_ZERO, type FuseNodeSpec } from './native-fuse';
 import { buildTree, type FileNode, type Node, type Tree } from './tree';
+import type { Layer } from '../layer/layer';
 
 const EIO = -5;
 /** libfuse2 never sends more than 128 KiB per read. */
@@ -37,7 +38,7 @@ export interface DaemonOptions {
 
 export class MountDaemon {
   readonly mountPoint: string;
-  private readonly layers: LayerSet;
+  private readonly catalog: Catalog;
   private readonly opts: DaemonOptions;
   private readonly tree: Tree;
   /** Every node of the tree; its index is its handle in the binding. */
@@ -53,17 +54,14 @@ export class MountDaemon {
   /** Called when the file system went away without us (fusermount -u, umount -l). */
   onExternalUnmount: () => void = () => undefined;
 
-  constructor(layers: LayerSet, mountPoint: string, opts: DaemonOptions) {
-    this.layers = layers;
+  constructor(catalog: Catalog, mountPoint: string, opts: DaemonOptions) {
+    this.catalog = catalog;
     this.mountPoint = mountPoint;
     this.opts = opts;
     // Without --allow-other only the mounting user sees the files (FUSE's
     // default), so modes can be generous; with it, default_permissions
-    // applies and the modes follow the replica's own files.
-    this.tree = buildTree(layers, {
-      cacheBytes: opts.cacheBytes,
-      fileMode: (d) => (opts.allowOther ? (d?.stat?.mode ?? 0o444) & 0o444 : 0o444),
-    });
+    // applies and the modes follow the source's own files.
+    this.tree = buildTree(catalog, { cacheBytes: opts.cacheBytes, sourceModes: opts.allowOther });
     this.add('/', this.tree.root, -1);
   }
 
@@ -85,7 +83,7 @@ export class MountDaemon {
   }
 
   async mount(): Promise<void> {
-    const options = ['ro', `fsname=chainfs:${this.layers.replica.dir.replace(/[,\\]/g, '_')}`.slice(0, 200), 'subtype=chainfs',
+    const options = ['ro', `fsname=chainfs:${this.catalog.label.replace(/[,\\]/g, '_')}`.slice(0, 200), 'subtype=chainfs',
       `max_read=${MAX_READ}`, 'auto_cache']; // auto_cache: keep the page cache across opens unless size/mtime changed
     if (this.opts.allowOther) options.push('allow_other', 'default_permissions');
     if (this.opts.debug) options.push('debug');
@@ -146,7 +144,7 @@ export class MountDaemon {
     }
     // Views share layer files: stat each file once per tick, not once per view
     // (250 open snapshot views of a 250-layer chain would be 62,500 fstat).
-    const seen = new Map<string, string | undefined>();
+    const seen = new Map<Layer, string | undefined>();
     for (const v of this.tree.views) this.checkView(v, seen);
   }
 
@@ -159,14 +157,15 @@ export class MountDaemon {
   }
 
   /** Marks a view stale if one of its layer files changed since we opened it. */
-  private checkView(v: Tree['views'][number], seen = new Map<string, string | undefined>()): void {
+  private checkView(v: Tree['views'][number], seen = new Map<Layer, string | undefined>()): void {
     const opened = v.view.opened;
     if (!opened || v.view.stale) return;
-    for (const d of opened.disks) {
-      if (!seen.has(d.file)) seen.set(d.file, this.layers.disk(d).changed());
-      const why = seen.get(d.file);
+    for (const l of opened.chain.layers) {
+      if (!l.changed) continue;
+      if (!seen.has(l)) seen.set(l, l.changed());
+      const why = seen.get(l);
       if (why) {
-        v.view.stale = `${d.file} ${why} while mounted (is the replica in use?)`;
+        v.view.stale = `${l.name} ${why} while mounted (is the source in use?)`;
         this.fuse?.stale(this.nodes.indexOf(v.node));
         opened.chain.invalidate();
         this.opts.log.error(`${v.view.label}: ${v.view.stale}; its reads now fail with EIO: unmount, stop the writer, and mount again`);
@@ -175,12 +174,12 @@ export class MountDaemon {
     }
   }
 
-  private open(i: number): number {
+  private async open(i: number): Promise<number> {
     const n = this.nodes[i] as FileNode;
     if (!n.view) return 0;
     const label = this.specs[i].path;
     try {
-      void n.view.chain; // open the view now: errors belong to open, not to read
+      await n.view.open(); // open the view now: errors belong to open, not to read
       const v = this.tree.views.find((x) => x.node === n);
       if (v) this.checkView(v);
     } catch (e) {

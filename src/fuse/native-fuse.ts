@@ -35,8 +35,8 @@ export interface FuseConfig {
 }
 
 export interface FuseHandlers {
-  /** A file is opened: 0, or a negative errno. */
-  open(node: number): number;
+  /** A file is opened: 0, or a negative errno (possibly after a wait: a remote view's metadata). */
+  open(node: number): number | Promise<number>;
   /** Read `len` bytes at `pos`: answer once with the byte count and the bytes, or a negative errno. */
   read(node: number, pos: number, len: number, answer: (n: number, bytes?: Buffer) => void): void;
   /** The size of a node given as -1. */
@@ -107,7 +107,11 @@ export class NativeFuse {
         binding.reply(call, n, bytes);
       };
       try {
-        if (op === OP_OPEN) answer(handlers.open(node));
+        if (op === OP_OPEN) {
+          const r = handlers.open(node);
+          if (typeof r === 'number') answer(r);
+          else r.then(answer, () => answer(EIO));
+        }
         else if (op === OP_SIZE) answer(handlers.size(node));
         else if (op === OP_READ) handlers.read(node, pos, len, answer);
         else answer(EIO);

@@ -1,19 +1,17 @@
 /**
- * What the mount shows: a tiny read-only tree built once at mount time from
- * metadata only.
+ * What the mount shows: a small read-only tree built once at mount time from
+ * a Catalog's metadata only. Every readable view is a file at its catalog
+ * path (a replica directory: `volume.img`, `snapshots/NAME.img`,
+ * `heads/FILE`, `chain.json`; a node, a backup target or a v2 disk:
+ * `volumes/...`, `backing-images/...`, `catalog.json`); a view with a
+ * `problem` is left out (the report says why).
  *
- *   /volume.img            the head view (volume.meta Size)
- *   /snapshots/NAME.img    every snapshot's point-in-time view
- *   /chain.json            `chainfs inspect --json`
- *
- * Views are opened lazily: a 250-snapshot replica mounts without opening 250
- * chains; each view's Chain (and its resolution cache) is made on first open.
+ * Views are opened lazily: a 250-snapshot replica or a node of 500 replicas
+ * mounts without opening their chains; each view's Chain (and its
+ * resolution cache) is made on first open.
  */
-import * as fs from 'node:fs';
 import type { Chain } from '../chain/chain';
-import { replicaReport } from '../chain/report';
-import type { LayerSet, View } from '../chain/view';
-import type { Disk } from '../source/replica/replica';
+import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
 
 export interface FileNode {
   kind: 'file';
@@ -23,7 +21,7 @@ export interface FileNode {
   ctime: Date;
   /** Allocated bytes shown as st_blocks*512: an upper bound until counted. */
   allocated: number;
-  /** Static content (chain.json), or a view opened on demand. */
+  /** Static content (chain.json, catalog.json), or a view opened on demand. */
   content?: Buffer;
   view?: LazyView;
 }
@@ -40,21 +38,31 @@ export type Node = FileNode | DirNode;
 /** A view opened on first use; `stale` is set when one of its files changes on disk. */
 export class LazyView {
   readonly label: string;
-  private readonly open: () => View;
-  private view: View | undefined;
+  private readonly entry: CatalogView;
+  private readonly cacheBytes: number;
+  private opening: Promise<OpenedView> | undefined;
+  private view: OpenedView | undefined;
   stale: string | undefined;
 
-  constructor(label: string, open: () => View) {
-    this.label = label;
-    this.open = open;
+  constructor(entry: CatalogView, cacheBytes: number) {
+    this.entry = entry;
+    this.label = entry.path;
+    this.cacheBytes = cacheBytes;
   }
 
+  /** Opens the view once; later calls share the result (or the error). */
+  async open(): Promise<OpenedView> {
+    this.opening ??= this.entry.open({ cacheBytes: this.cacheBytes }).then((v) => (this.view = v));
+    return this.opening;
+  }
+
+  /** The chain of an opened view (open() first). */
   get chain(): Chain {
-    this.view ??= this.open();
+    if (!this.view) throw new Error(`view ${this.label} used before it was opened`); // a bug
     return this.view.chain;
   }
 
-  get opened(): View | undefined {
+  get opened(): OpenedView | undefined {
     return this.view;
   }
 }
@@ -62,54 +70,57 @@ export class LazyView {
 export interface Tree {
   root: DirNode;
   /** Every view, for the staleness watch. */
-  views: { node: FileNode; view: LazyView; disks: Disk[] }[];
+  views: { node: FileNode; view: LazyView }[];
 }
 
 export interface TreeOptions {
   cacheBytes: number;
-  /** File mode bits for images (the replica's own files' modes with --allow-other). */
-  fileMode: (d: Disk | undefined) => number;
+  /** With --allow-other, file modes follow the source's own files; otherwise 0o444. */
+  sourceModes: boolean;
 }
 
-export function buildTree(layers: LayerSet, opts: TreeOptions): Tree {
-  const replica = layers.replica;
+export function buildTree(catalog: Catalog, opts: TreeOptions): Tree {
   const now = new Date();
-  const dirStat = fs.statSync(replica.dir);
-  const root: DirNode = { kind: 'dir', mode: 0o40555, mtime: dirStat.mtime, entries: new Map() };
-  const snaps: DirNode = { kind: 'dir', mode: 0o40555, mtime: dirStat.mtime, entries: new Map() };
+  const root: DirNode = { kind: 'dir', mode: 0o40555, mtime: now, entries: new Map() };
   const tree: Tree = { root, views: [] };
-
-  const addView = (dir: DirNode, name: string, snapshot: string | undefined, root: Disk) => {
-    let disks: Disk[];
-    try {
-      disks = replica.chain(root.file);
-    } catch {
-      return; // an unusable snapshot (listed with its problem in chain.json)
+  const dirOf = (p: string): { dir: DirNode; name: string } => {
+    const parts = p.split('/');
+    let dir = root;
+    for (const part of parts.slice(0, -1)) {
+      let next = dir.entries.get(part);
+      if (!next) {
+        next = { kind: 'dir', mode: 0o40555, mtime: now, entries: new Map() };
+        dir.entries.set(part, next);
+      }
+      if (next.kind !== 'dir') throw new Error(`mount tree: ${p} is below a file`); // a bug in a catalog
+      dir = next;
     }
-    const size = root.kind === 'head' ? replica.meta.size : root.stat!.size;
-    const allocated = Math.min(size, disks.reduce((a, d) => a + (d.stat?.blocks ?? 0) * 512, 0) +
-      (layers.backing()?.layer.allocatedBytes ?? 0));
-    const view = new LazyView(snapshot ?? 'volume', () => layers.view(snapshot, { cacheBytes: opts.cacheBytes }));
-    const mt = root.stat?.mtime ?? now;
+    return { dir, name: parts[parts.length - 1] };
+  };
+  for (const v of catalog.views()) {
+    if (v.problem) continue;
+    const { dir, name } = dirOf(v.path);
+    const view = new LazyView(v, opts.cacheBytes);
     const node: FileNode = {
-      kind: 'file', size, mode: 0o100000 | opts.fileMode(root), mtime: mt, ctime: root.stat?.ctime ?? now, allocated, view,
+      kind: 'file', size: v.size, mode: 0o100000 | (opts.sourceModes ? v.mode & 0o444 : 0o444),
+      mtime: v.mtime, ctime: v.ctime, allocated: v.allocatedBytes, view,
     };
     dir.entries.set(name, node);
-    tree.views.push({ node, view, disks });
-  };
-
-  addView(root, 'volume.img', undefined, replica.viewRoot());
-  for (const s of replica.snapshots()) addView(snaps, `${s.name}.img`, s.name, s);
-  root.entries.set('snapshots', snaps);
-  // chain.json is built on first use: a 250-snapshot report is ~20 ms that
-  // a mount need not wait for.
-  let json: Buffer | undefined;
-  const report = () => (json ??= Buffer.from(`${JSON.stringify(replicaReport(layers), null, 2)}\n`));
-  root.entries.set('chain.json', {
-    kind: 'file', mode: 0o100000 | (opts.fileMode(undefined) & 0o444), mtime: now, ctime: now,
-    get size() { return report().length; },
-    get allocated() { return report().length; },
-    get content() { return report(); },
-  });
+    tree.views.push({ node, view });
+  }
+  for (const f of catalog.files()) {
+    const { dir, name } = dirOf(f.path);
+    // Built on first use: a 250-snapshot report is ~20 ms that a mount need not wait for.
+    let bytes: Buffer | undefined;
+    const content = () => (bytes ??= f.content());
+    dir.entries.set(name, {
+      kind: 'file', mode: 0o100444, mtime: now, ctime: now,
+      get size() { return content().length; },
+      get allocated() { return content().length; },
+      get content() { return content(); },
+    });
+  }
+  // Directories the catalog names but that hold nothing readable still show (e.g. snapshots/).
+  for (const d of catalog.directories?.() ?? []) dirOf(`${d}/.`);
   return tree;
 }

@@ -9,11 +9,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { View } from '../chain/view';
-import { LayerSet } from '../chain/view';
 import { ChainfsError } from '../errors';
-import { findWriters } from '../source/replica/live';
-import { Replica } from '../source/replica/replica';
+import type { SourceOptions, ViewSelector } from '../source/catalog';
+import { openSource } from '../source/open';
 import { runJobInWorker, type ExportFormat, type JobProgress } from './job';
 import { BACKING_CFG, BACKING_FILE, encodeBackingCfg, goTimeString, parseBackingImageDir } from './longhorn-layout';
 import { AtomicOutput, planOutput, removeStaleTemporaries, writeFailed, type OutputPlan } from './output';
@@ -24,19 +22,19 @@ export type { ExportFormat } from './job';
 export type ExportLayout = 'file' | 'longhorn';
 
 export interface ExportRequest {
-  /** The replica directory. */
-  dir: string;
+  /** The sources (a replica directory, data roots, a backup target, a v2 disk), as the user named them. */
+  sources: string[];
+  sourceOptions: SourceOptions;
+  /** Which view of the sources (default: the head, or the picked replica's head). */
+  selector: ViewSelector;
   /** A file, or for the Longhorn layout a directory `<name>-<uuid>`. */
   out: string;
-  /** Export this snapshot's view instead of the head's. */
-  snapshot?: string;
   format: ExportFormat;
   layout: ExportLayout;
   /** qcow2 only; default 64 KiB. */
   clusterSize?: number;
   /** qcow2 only. */
   compress?: boolean;
-  backingFile?: string;
   /** Replace an existing OUT. */
   overwrite?: boolean;
   /** Read a Rebuilding replica, export a live head, accept a head that changed meanwhile. */
@@ -64,8 +62,10 @@ export interface ExportSummary {
   allocatedBytes: number;
   sha512: string | null;
   seconds: number;
-  /** The view exported: a snapshot name, or null for the head. */
-  snapshot: string | null;
+  /** The view exported: its path in the source's catalog (as the mount shows it). */
+  view: string;
+  /** The view's short name (`pvc-1`, `pvc-1-before-upgrade`). */
+  name: string;
   /** The Longhorn layout's backing.cfg content, if written. */
   backingCfg: string | null;
 }
@@ -82,7 +82,7 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
       '(Longhorn names backing image directories <name>-<uuid>)');
   }
 
-  const pre = prepare(req, hooks);
+  const pre = await prepare(req, hooks);
   if (!req.compress) checkFreeSpace(pre.plan.dir, estimateOutputBytes(pre, clusterSize), req.out);
 
   for (const p of removeStaleTemporaries(pre.plan)) hooks.warn(`removed ${p}, the partial output of an export that was killed`);
@@ -96,7 +96,7 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
   process.on('SIGTERM', onSignal);
   try {
     const result = await runJobInWorker({
-      dir: req.dir, backingFile: req.backingFile, force: req.force ?? false, snapshot: req.snapshot,
+      sources: req.sources, sourceOptions: req.sourceOptions, viewPath: pre.viewPath,
       format: req.format, clusterSize, compress: req.compress ?? false, checksum,
       fd: output.fd, imagePath: output.imageTmpPath, out: req.out, dataBytes: pre.dataBytes,
     }, (p) => hooks.progress?.(p));
@@ -116,7 +116,7 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
     return {
       path: output.imagePath, format: req.format, layout: req.layout, size: Number(st.size),
       virtualSize: pre.virtualSize, allocatedBytes: Number(st.blocks) * 512, sha512: result.sha512,
-      seconds: Number(process.hrtime.bigint() - started) / 1e9, snapshot: req.snapshot ?? null, backingCfg: cfg,
+      seconds: Number(process.hrtime.bigint() - started) / 1e9, view: pre.viewPath, name: pre.name, backingCfg: cfg,
     };
   } catch (e) {
     output.abort();
@@ -134,28 +134,36 @@ interface Prepared {
   dataBytes: number;
   /** qcow2 allocation bound, per cluster size asked (computed with the data bytes). */
   qcow2Bytes: number;
-  /** The view's chain files and their identity before the export. */
+  /** The view's local files and their identity before the export. */
   stamps: Map<string, string>;
-  rootFile: string;
+  viewPath: string;
+  name: string;
+  /** A head a running engine may write (its change is then a live head's, not a snapshot's). */
+  live: boolean;
+  /** The source as named, for messages. */
+  label: string;
 }
 
-function prepare(req: ExportRequest, hooks: ExportHooks): Prepared {
-  const replica = Replica.open(req.dir, { backingFile: req.backingFile, force: req.force });
-  for (const w of replica.warnings) hooks.warn(w);
-  const layers = new LayerSet(replica);
+async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared> {
+  const catalog = await openSource(req.sources, req.sourceOptions);
   try {
-    const view = layers.view(req.snapshot);
-    for (const w of layers.warnings) hooks.warn(w);
-    const sources = [...view.disks.map((d) => d.path), ...(replica.backing ? [replica.backing.path] : [])];
-    const plan = planOutput(req.out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, replica.dir, sources);
-    if (view.root.kind === 'head') checkNotLive(replica, req, hooks);
-    const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
-    return {
-      plan, virtualSize: view.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
-      stamps: stampFiles(view), rootFile: view.root.path,
-    };
+    for (const w of catalog.warnings) hooks.warn(w);
+    const entry = catalog.select(req.selector);
+    const view = await entry.open({});
+    try {
+      for (const w of view.warnings) hooks.warn(w);
+      const plan = planOutput(req.out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, view.roots, view.files);
+      view.checkNotLive?.(req.force ?? false, hooks.warn);
+      const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
+      return {
+        plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
+        stamps: stampFiles(view.files), viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
+      };
+    } finally {
+      view.close();
+    }
   } finally {
-    layers.close();
+    catalog.close();
   }
 }
 
@@ -163,26 +171,10 @@ function estimateOutputBytes(pre: Prepared, clusterSize: number | undefined): nu
   return clusterSize ? pre.qcow2Bytes : pre.dataBytes;
 }
 
-/** A Dirty replica whose files another process has open for writing is attached to a running engine. */
-function checkNotLive(replica: Replica, req: ExportRequest, hooks: ExportHooks): void {
-  if (!replica.meta.dirty) return;
-  const writers = findWriters(replica.dir);
-  if (writers.length === 0) return;
-  const w = writers[0];
-  const who = `${w.command} (pid ${w.pid}) has ${path.basename(w.file)} open for writing` +
-    (writers.length > 1 ? ` (and ${writers.length - 1} more open file(s))` : '');
-  if (!req.force) {
-    throw new ChainfsError(replica.dir, `replica is in use: volume.meta is Dirty and ${who}, ` +
-      'so the head may change under the export. Export a snapshot instead (--snapshot NAME), ' +
-      'or pass --force to export the live head anyway');
-  }
-  hooks.warn(`${replica.dir}: replica is in use (${who}); exporting the live head because of --force: the image may be inconsistent`);
-}
-
-/** Identity of each chain file: inode, size, mtime, ctime (ns). A snapshot taken meanwhile removes the head's name. */
-function stampFiles(view: View): Map<string, string> {
+/** Identity of each local file of the view: inode, size, mtime, ctime (ns). A snapshot taken meanwhile removes the head's name. */
+function stampFiles(files: string[]): Map<string, string> {
   const m = new Map<string, string>();
-  for (const d of view.disks) m.set(d.path, stamp(d.path));
+  for (const f of files) m.set(f, stamp(f));
   return m;
 }
 
@@ -199,12 +191,12 @@ function checkUnchanged(pre: Prepared, req: ExportRequest, hooks: ExportHooks): 
   const changed = [...pre.stamps].filter(([p, s]) => stamp(p) !== s).map(([p]) => p);
   if (changed.length === 0) return;
   const what = changed.map((p) => path.basename(p)).join(', ');
-  const isHead = changed.includes(pre.rootFile) && !req.snapshot;
+  const isHead = pre.live;
   const hint = isHead ? 'export a snapshot instead (--snapshot NAME), or pass --force to keep the export anyway'
     : 'pass --force to keep the export anyway';
   if (!req.force) {
-    throw new ChainfsError(req.dir, `${what} changed during the export (size, mtime or ctime moved): ` +
+    throw new ChainfsError(pre.label, `${what} changed during the export (size, mtime or ctime moved): ` +
       `the image may be torn and was not kept; ${hint}`);
   }
-  hooks.warn(`${req.dir}: ${what} changed during the export; keeping it because of --force: the image may be inconsistent`);
+  hooks.warn(`${pre.label}: ${what} changed during the export; keeping it because of --force: the image may be inconsistent`);
 }

@@ -8,9 +8,9 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { ImageSource } from '../chain/source';
-import { LayerSet } from '../chain/view';
 import { ChainfsError } from '../errors';
-import { Replica } from '../source/replica/replica';
+import type { SourceOptions } from '../source/catalog';
+import { openSource } from '../source/open';
 import { Sha512Worker } from './checksum';
 import { writeFailed } from './output';
 import { writeQcow2 } from './qcow2-writer';
@@ -19,10 +19,11 @@ import { writeRaw } from './raw-writer';
 export type ExportFormat = 'raw' | 'qcow2';
 
 export interface JobSpec {
-  dir: string;
-  backingFile?: string;
-  force: boolean;
-  snapshot?: string;
+  /** The sources as the user gave them, reopened here (read only). */
+  sources: string[];
+  sourceOptions: SourceOptions;
+  /** The view's path in the catalog (selected on the main thread). */
+  viewPath: string;
   format: ExportFormat;
   clusterSize?: number;
   compress: boolean;
@@ -51,10 +52,13 @@ export interface JobProgress {
 }
 
 export async function runJob(spec: JobSpec, progress: (p: JobProgress) => void): Promise<JobResult> {
-  const layers = new LayerSet(Replica.open(spec.dir, { backingFile: spec.backingFile, force: spec.force }));
+  const catalog = await openSource(spec.sources, spec.sourceOptions);
   const hash = spec.checksum ? new Sha512Worker() : undefined;
+  let view: Awaited<ReturnType<import('../source/catalog').CatalogView['open']>> | undefined;
   try {
-    const view = layers.view(spec.snapshot);
+    const entry = catalog.view(spec.viewPath);
+    if (!entry) throw new ChainfsError(undefined, `${spec.viewPath}: the view is gone from the source since the export began`);
+    view = await entry.open({});
     return spec.format === 'raw'
       ? await rawJob(spec, view.chain, hash, progress)
       : await qcow2Job(spec, view.chain, hash, progress);
@@ -64,7 +68,8 @@ export async function runJob(spec: JobSpec, progress: (p: JobProgress) => void):
     throw e;
   } finally {
     await hash?.close();
-    layers.close();
+    view?.close();
+    catalog.close();
   }
 }
 
@@ -92,7 +97,7 @@ async function qcow2Job(spec: JobSpec, src: ImageSource, hash: Sha512Worker | un
       progress({ phase: 'export', done: read, total: spec.dataBytes });
     },
   };
-  const r = writeQcow2(counted, spec.fd, { clusterSize: spec.clusterSize, compress: spec.compress });
+  const r = await writeQcow2(counted, spec.fd, { clusterSize: spec.clusterSize, compress: spec.compress });
   if (!hash) return { sha512: null, fileSize: r.fileSize };
   // The writer is not sequential: it writes the header and the L1 table, at
   // the start of the file, last. A hash needs the bytes in file order, so

@@ -36,7 +36,7 @@ const SIDECAR_MODE = 0o644;
  * it is new (or replaceable with --overwrite), and it is not inside the
  * source replica nor holds a source file (the source is never written).
  */
-export function planOutput(out: string, kind: OutputKind, overwrite: boolean, replicaDir: string,
+export function planOutput(out: string, kind: OutputKind, overwrite: boolean, sourceRoots: string[],
   sourceFiles: string[]): OutputPlan {
   const base = path.basename(path.resolve(out));
   if (base === '' || base === '.' || base === '..' || (out.endsWith('/') && kind === 'file')) {
@@ -44,9 +44,10 @@ export function planOutput(out: string, kind: OutputKind, overwrite: boolean, re
   }
   const dir = realDirectory(path.dirname(path.resolve(out)), out);
   const abs = path.join(dir, base);
-  const replica = realOr(replicaDir);
-  if (abs === replica || isInside(abs, replica)) {
-    throw new ChainfsError(out, `is inside the source replica ${replica}; write the export somewhere else`);
+  for (const root of sourceRoots.map(realOr)) {
+    if (abs === root || isInside(abs, root)) {
+      throw new ChainfsError(out, `is inside the source ${root}; write the export somewhere else`);
+    }
   }
   for (const f of sourceFiles.map(realOr)) {
     if (f === abs || (kind === 'dir' && isInside(f, abs))) {

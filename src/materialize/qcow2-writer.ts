@@ -89,10 +89,19 @@ const FLAG_COMPRESSED_HI = 0x40000000;
 const TWO_32 = 2 ** 32;
 const SECTOR = 512;
 
-/** Writes `src` as a qcow2 v3 image to the already opened, empty, writable `fd`. Synchronous. */
-export function writeQcow2(src: ImageSource, fd: number, opts: Qcow2WriteOptions = {}): Qcow2WriteResult {
+/**
+ * Writes `src` as a qcow2 v3 image to the already opened, empty, writable
+ * `fd`. Options qemu could not open are refused synchronously (ChainfsError)
+ * before anything is written; the copy itself is asynchronous only where a
+ * layer's bytes are (`Layer.asyncOnly`), otherwise it runs without yielding.
+ */
+export function writeQcow2(src: ImageSource, fd: number, opts: Qcow2WriteOptions = {}): Promise<Qcow2WriteResult> {
   const cs = opts.clusterSize ?? DEFAULT_CLUSTER_SIZE;
   const l1Size = checkGeometry(src.size, cs);
+  return writeChecked(src, fd, opts, cs, l1Size);
+}
+
+async function writeChecked(src: ImageSource, fd: number, opts: Qcow2WriteOptions, cs: number, l1Size: number): Promise<Qcow2WriteResult> {
   const l1Clusters = Math.ceil((l1Size * 8) / cs);
 
   const host = new HostFile(fd, cs);
@@ -101,7 +110,7 @@ export function writeQcow2(src: ImageSource, fd: number, opts: Qcow2WriteOptions
   const l1Offset = l1Clusters > 0 ? host.reserve(l1Clusters) : 0;
   const l1 = new L1Table(fd, l1Offset, (l1Clusters * cs) / 8);
   const l2 = new L2Tables(cs, host, l1);
-  const dataClusters = copyClusters(src, cs, opts, host, l2);
+  const dataClusters = await copyClusters(src, cs, opts, host, l2);
   l2.close();
   const refcounts = host.finish();
   l1.finish();
@@ -133,7 +142,7 @@ function checkGeometry(size: number, cs: number): number {
  * Walks the virtual disk in batches, reads only data runs, and stores every
  * cluster that is not all zeros. Returns the number of clusters stored.
  */
-function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, host: HostFile, l2: L2Tables): number {
+async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, host: HostFile, l2: L2Tables): Promise<number> {
   const input = Buffer.alloc(BATCH);
   const zeros = Buffer.alloc(cs);
   let stored = 0;
@@ -184,9 +193,14 @@ function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, hos
     groupLen = 1;
   };
 
-  const copyBatch = (start: number, length: number, pieces: ResolvedRun[]): void => {
+  const copyBatch = async (start: number, length: number, pieces: ResolvedRun[]): Promise<void> => {
     input.fill(0, 0, alignUp(length, cs));
-    for (const p of pieces) src.read(input, p.offset - start, p.length, p.offset);
+    const remote: Promise<void>[] = [];
+    for (const p of pieces) {
+      if (p.layer?.asyncOnly) remote.push(p.layer.readAsync!(input, p.offset - start, p.length, p.offset));
+      else src.read(input, p.offset - start, p.length, p.offset);
+    }
+    if (remote.length) await Promise.all(remote);
     let next = 0; // first cluster of the batch not yet stored
     for (const p of pieces) {
       const last = Math.floor((p.offset + p.length - 1 - start) / cs);
@@ -212,7 +226,7 @@ function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, hos
         const to = Math.min(data[j].offset + data[j].length, end);
         if (to > from) pieces.push({ offset: from, length: to - from, layer: data[j].layer });
       }
-      copyBatch(start, end - start, pieces);
+      await copyBatch(start, end - start, pieces);
       while (i < data.length && data[i].offset + data[i].length <= end) i++;
       if (i < data.length && data[i].offset < end) {
         // The run continues into the next batch: resume it there.

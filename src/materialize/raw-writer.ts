@@ -75,7 +75,8 @@ class RunCopier {
     for (let pos = offset; pos < end;) {
       const n = Math.min(CHUNK, end - pos);
       const buf = this.opts.hash ? await this.opts.hash.buffer() : (this.own ??= Buffer.allocUnsafe(CHUNK));
-      layer.read(buf, 0, n, pos);
+      if (layer.asyncOnly) await layer.readAsync!(buf, 0, n, pos);
+      else layer.read(buf, 0, n, pos);
       writeNonZero(this.fd, buf, n, pos);
       this.opts.hash?.update(buf, n);
       pos += n;

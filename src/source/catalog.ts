@@ -129,6 +129,13 @@ export interface Catalog {
   view(path: string): CatalogView | undefined;
   /** Generated files of the mount. */
   files(): CatalogFile[];
+  /** Directories the mount shows even when empty (a replica's `snapshots/`). */
+  directories?(): string[];
+  /**
+   * Warnings about processes using the source now (an engine with a replica's
+   * files open for writing); asked by mount, which serves anyway and watches.
+   */
+  inUse?(): string[];
   /** What `inspect --json` prints. */
   report(): object;
   /** What `inspect` prints (text, ends with a newline). */

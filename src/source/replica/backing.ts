@@ -20,7 +20,7 @@ export interface BackingLocation {
   tried: string[];
 }
 
-export function backingCandidates(replicaDir: string, recorded: string): string[] {
+export function backingCandidates(replicaDir: string, recorded: string, roots: string[] = []): string[] {
   const out: string[] = [];
   const add = (p: string) => { if (!out.includes(p)) out.push(p); };
   const rel = path.isAbsolute(recorded) ? recorded : path.resolve(replicaDir, recorded);
@@ -29,18 +29,22 @@ export function backingCandidates(replicaDir: string, recorded: string): string[
   // <data root>/backing-images/<dir of the recorded file>/<file>
   const dataRoot = path.dirname(path.dirname(path.resolve(replicaDir)));
   const biDir = path.basename(path.dirname(rel));
-  if (biDir && biDir !== '/' && biDir !== '.') add(path.join(dataRoot, 'backing-images', biDir, path.basename(rel)));
+  if (biDir && biDir !== '/' && biDir !== '.') {
+    add(path.join(dataRoot, 'backing-images', biDir, path.basename(rel)));
+    // A node's other disks: the same <name>-<uuid> directory on any given root.
+    for (const r of roots) add(path.join(path.resolve(r), 'backing-images', biDir, path.basename(rel)));
+  }
   return out;
 }
 
 /** Resolves the backing image; throws a ChainfsError listing every path tried. */
-export function locateBacking(replicaDir: string, recorded: string, override?: string): BackingLocation {
+export function locateBacking(replicaDir: string, recorded: string, override?: string, roots: string[] = []): BackingLocation {
   if (override) {
     const p = resolveFileOrSingleFileDir(override);
     if (typeof p !== 'string') throw new ChainfsError(override, `backing file (--backing-file) ${p.reason}`);
     return { path: realPath(p), tried: [override] };
   }
-  const tried = backingCandidates(replicaDir, recorded);
+  const tried = backingCandidates(replicaDir, recorded, roots);
   const why: string[] = [];
   for (const c of tried) {
     const p = resolveFileOrSingleFileDir(c);

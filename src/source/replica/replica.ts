@@ -11,7 +11,7 @@ import { locateBacking, type BackingLocation } from './backing';
 import { fileKind, readMetaFile } from './files';
 import { parseDiskMeta, parseVolumeMeta, type DiskMeta, type VolumeMeta } from './meta';
 import {
-  MAX_CHAIN_LENGTH, META_SUFFIX, VOLUME_META, isHeadFile, isPlainName, isSnapshotFile, snapshotFile, snapshotName,
+  MAX_CHAIN_LENGTH, META_SUFFIX, VOLUME_META, isDiskFile, isHeadFile, isSnapshotFile, snapshotFile, snapshotName,
 } from './names';
 
 export interface Disk {
@@ -34,6 +34,17 @@ export interface OpenOptions {
   backingFile?: string;
   /** Accept a replica that is Rebuilding. */
   force?: boolean;
+  /** Recover a corrupt volume.meta in memory, as the engine does for a missing one. */
+  recoverVolumeMeta?: boolean;
+  /** More data roots whose backing-images/ directories may hold the backing image. */
+  backingRoots?: string[];
+}
+
+/** A layer file with no .meta: in no chain (the engine ignores it), listed for the operator. */
+export interface Orphan {
+  file: string;
+  size: number;
+  allocatedBytes: number;
 }
 
 export class Replica {
@@ -42,17 +53,23 @@ export class Replica {
   /** volume.meta was missing or empty and was recovered in memory (never written). */
   readonly metaRecovered: boolean;
   readonly disks: Map<string, Disk>;
-  readonly backing: BackingLocation | null;
+  readonly orphans: Orphan[];
+  /** The backing image, or why it cannot be found (then every view fails with it). */
+  readonly backing: BackingLocation | ChainfsError | null;
+  /** Why no view may be read without --force (Rebuilding), if so. */
+  readonly refused: string | undefined;
   readonly warnings: string[];
   private readonly chains = new Map<string, Disk[]>();
 
-  private constructor(dir: string, meta: VolumeMeta, recovered: boolean, disks: Map<string, Disk>,
-    backing: BackingLocation | null, warnings: string[]) {
+  private constructor(dir: string, meta: VolumeMeta, recovered: boolean, disks: Map<string, Disk>, orphans: Orphan[],
+    backing: BackingLocation | ChainfsError | null, refused: string | undefined, warnings: string[]) {
     this.dir = dir;
     this.meta = meta;
     this.metaRecovered = recovered;
     this.disks = disks;
+    this.orphans = orphans;
     this.backing = backing;
+    this.refused = refused;
     this.warnings = warnings;
   }
 
@@ -60,14 +77,14 @@ export class Replica {
     const abs = path.resolve(dir);
     checkDirectory(abs);
     const warnings: string[] = [];
-    const disks = scanDisks(abs);
-    const { meta, recovered } = readVolumeMeta(abs, disks, warnings);
+    const { disks, orphans } = scanDisks(abs);
+    const { meta, recovered } = readVolumeMeta(abs, disks, warnings, opts.recoverVolumeMeta ?? false);
     const metaPath = path.join(abs, VOLUME_META);
+    let refused: string | undefined;
     if (meta.rebuilding) {
-      if (!opts.force) {
-        throw new ChainfsError(metaPath, 'replica is Rebuilding (its data is incomplete); pass --force to read it anyway');
-      }
-      warnings.push(`${metaPath}: replica is Rebuilding: its data may be incomplete (--force)`);
+      // Only metadata is safe to show without --force: the views refuse.
+      if (!opts.force) refused = 'replica is Rebuilding (its data is incomplete); pass --force to read it anyway';
+      warnings.push(`${metaPath}: replica is Rebuilding: its data may be incomplete${opts.force ? ' (--force)' : '; its views need --force'}`);
     }
     if (meta.dirty) {
       warnings.push(`${metaPath}: Dirty is true: the replica was not closed cleanly, or is in use by an engine`);
@@ -76,22 +93,55 @@ export class Replica {
     if (meta.encrypted) {
       warnings.push(`${metaPath}: volume is encrypted: views hold LUKS2 ciphertext (open them with cryptsetup)`);
     }
-    let backing: BackingLocation | null = null;
+    let backing: BackingLocation | ChainfsError | null = null;
     if (opts.backingFile || meta.backingFilePath) {
-      backing = locateBacking(abs, meta.backingFilePath, opts.backingFile);
+      try {
+        backing = locateBacking(abs, meta.backingFilePath, opts.backingFile, opts.backingRoots);
+      } catch (e) {
+        if (!(e instanceof ChainfsError)) throw e;
+        backing = e; // every view needs it: each fails with this, inspect still reports
+      }
     }
-    const r = new Replica(abs, meta, recovered, disks, backing, warnings);
-    const chain = r.chain(meta.head); // the head's chain must be sound for any command
-    const head = chain[0];
-    const headParent = (head.meta as DiskMeta).parent;
-    if (!recovered && meta.parent !== headParent) {
-      // The engine re-derives Parent from the head's .meta; so do we.
-      warnings.push(`${metaPath}: Parent ${JSON.stringify(meta.parent)} differs from ${head.file}.meta's ${JSON.stringify(headParent)}; following the head's .meta, as the engine does`);
+    const r = new Replica(abs, meta, recovered, disks, orphans, backing, refused, warnings);
+    for (const o of orphans) {
+      warnings.push(`${path.join(abs, o.file)}: layer file without a .meta (an interrupted rebuild or snapshot?): in no chain, as in the engine`);
     }
-    if (head.stat && head.stat.size !== meta.size) {
-      warnings.push(`${head.path}: file size ${head.stat.size} differs from volume.meta Size ${meta.size}; the volume is ${meta.size} bytes`);
+    const headProblem = r.chainProblem(meta.head);
+    if (headProblem) {
+      warnings.push(`the head's view (${meta.head}) is not readable: ${headProblem}`);
+    } else {
+      const head = r.chain(meta.head)[0];
+      const headParent = (head.meta as DiskMeta).parent;
+      if (!recovered && meta.parent !== headParent) {
+        // The engine re-derives Parent from the head's .meta; so do we.
+        warnings.push(`${metaPath}: Parent ${JSON.stringify(meta.parent)} differs from ${head.file}.meta's ${JSON.stringify(headParent)}; following the head's .meta, as the engine does`);
+      }
+      if (head.stat && head.stat.size !== meta.size) {
+        warnings.push(`${head.path}: file size ${head.stat.size} differs from volume.meta Size ${meta.size}; the volume is ${meta.size} bytes`);
+      }
+    }
+    for (const h of r.otherHeads()) {
+      warnings.push(`${h.path}: a head file that is not volume.meta's head ${meta.head} (a copy, or a failed snapshot); its view is heads/${h.file}`);
     }
     return r;
+  }
+
+  /** Why the view rooted at `rootFile` cannot be read (a broken link, a missing file, Rebuilding), or undefined. */
+  chainProblem(rootFile: string): string | undefined {
+    if (this.refused) return `${path.join(this.dir, VOLUME_META)}: ${this.refused}`;
+    try {
+      this.chain(rootFile);
+    } catch (e) {
+      if (!(e instanceof ChainfsError)) throw e;
+      return e.message;
+    }
+    if (this.backing instanceof ChainfsError) return this.backing.message;
+    return undefined;
+  }
+
+  /** Head files other than volume.meta's head, each with its own .meta (copies, failed snapshots). */
+  otherHeads(): Disk[] {
+    return [...this.disks.values()].filter((d) => d.kind === 'head' && d.file !== this.meta.head);
   }
 
   /** Every snapshot disk, in the head's chain or not, oldest first by chain then name. */
@@ -100,16 +150,31 @@ export class Replica {
       .sort((a, b) => a.file.localeCompare(b.file));
   }
 
-  /** The view root for `--snapshot NAME` (a name or a file name); the head when undefined. */
-  viewRoot(snapshot?: string): Disk {
-    if (snapshot === undefined) return this.disk(this.meta.head, path.join(this.dir, VOLUME_META), 'Head');
-    const file = isSnapshotFile(snapshot) ? snapshot : snapshotFile(snapshot);
-    const d = isPlainName(file) ? this.disks.get(file) : undefined;
-    if (!d || d.kind !== 'snapshot') {
-      const names = this.snapshots().map((s) => s.name);
-      throw new ChainfsError(this.dir, `no snapshot named ${JSON.stringify(snapshot)}; snapshots: ${names.length ? names.join(', ') : '(none)'}`);
+  /**
+   * The snapshot `query` names: its name (`s1`), its file name with or
+   * without `.img` (`volume-snap-s1.img`, `volume-snap-s1`), or a unique
+   * prefix of its name (a UUID prefix is how people quote them). Throws a
+   * ChainfsError naming the nearest names when nothing, or several, match.
+   */
+  findSnapshot(query: string): Disk {
+    const snaps = this.snapshots();
+    const exact = snaps.find((d) => d.name === query || d.file === query || d.file === `${query}.img` ||
+      d.file === snapshotFile(query));
+    if (exact) return exact;
+    const byPrefix = snaps.filter((d) => d.name.startsWith(query) || d.file.startsWith(query));
+    if (query !== '' && byPrefix.length === 1) return byPrefix[0];
+    if (byPrefix.length > 1) {
+      throw new ChainfsError(this.dir, `snapshot ${JSON.stringify(query)} is ambiguous: it starts ${byPrefix.length} names (${byPrefix.slice(0, 5).map((d) => d.name).join(', ')}${byPrefix.length > 5 ? ', ...' : ''}); give more of the name`);
     }
-    return d;
+    throw new ChainfsError(this.dir, `no snapshot named ${JSON.stringify(query)}; ${didYouMean(query, snaps.map((d) => d.name), 'snapshots')}`);
+  }
+
+  /** A head file by name (`volume-head-002.img`, with or without `.img`). */
+  findHead(query: string): Disk {
+    const heads = [...this.disks.values()].filter((d) => d.kind === 'head');
+    const d = heads.find((h) => h.file === query || h.file === `${query}.img`);
+    if (d) return d;
+    throw new ChainfsError(this.dir, `no head file named ${JSON.stringify(query)} with a .meta; ${didYouMean(query, heads.map((h) => h.file), 'heads')}`);
   }
 
   /**
@@ -167,6 +232,30 @@ export class Replica {
   }
 }
 
+/**
+ * "did you mean a, b, c?" with the names nearest to `query` (edit distance),
+ * or the short list when there are few; never a line of 40 names.
+ */
+export function didYouMean(query: string, names: string[], what: string): string {
+  if (names.length === 0) return `there are no ${what}`;
+  if (names.length <= 5) return `${what}: ${names.join(', ')}`;
+  const near = names.map((n) => ({ n, d: editDistance(query, n.slice(0, Math.max(query.length, 1) + 2)) }))
+    .sort((x, y) => x.d - y.d || x.n.localeCompare(y.n)).slice(0, 3).map((x) => x.n);
+  return `did you mean ${near.join(', ')}? (${names.length} ${what}; inspect lists them)`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
 function checkDirectory(dir: string): void {
   let st: fs.Stats;
   try {
@@ -178,7 +267,7 @@ function checkDirectory(dir: string): void {
 }
 
 /** Every `<disk>.meta` except volume.meta is a disk, as in the engine's readMetadata. */
-function scanDisks(dir: string): Map<string, Disk> {
+function scanDisks(dir: string): { disks: Map<string, Disk>; orphans: Orphan[] } {
   let names: string[];
   try {
     names = fs.readdirSync(dir).sort();
@@ -211,7 +300,17 @@ function scanDisks(dir: string): Map<string, Disk> {
     }
     disks.set(file, d);
   }
-  return disks;
+  const orphans: Orphan[] = [];
+  for (const n of names) {
+    if (!isDiskFile(n) || disks.has(n)) continue;
+    try {
+      const st = fs.lstatSync(path.join(dir, n));
+      if (st.isFile()) orphans.push({ file: n, size: st.size, allocatedBytes: st.blocks * 512 });
+    } catch {
+      // gone meanwhile: nothing to list
+    }
+  }
+  return { disks, orphans };
 }
 
 /** access(R_OK): so that every command, inspect included, says an unreadable layer is unusable. */
@@ -229,7 +328,7 @@ function readable(p: string): boolean {
  * (tryRecoverVolumeMetaFile) done in memory only: the head is the first file
  * whose name is a head, the size is that head's size.
  */
-function readVolumeMeta(dir: string, disks: Map<string, Disk>, warnings: string[]): { meta: VolumeMeta; recovered: boolean } {
+function readVolumeMeta(dir: string, disks: Map<string, Disk>, warnings: string[], recover: boolean): { meta: VolumeMeta; recovered: boolean } {
   const p = path.join(dir, VOLUME_META);
   let text = '';
   try {
@@ -237,7 +336,17 @@ function readVolumeMeta(dir: string, disks: Map<string, Disk>, warnings: string[
   } catch (e) {
     if (!(e instanceof ChainfsError) || e.code !== 'ENOENT') throw e;
   }
-  if (text.trim() !== '') return { meta: parseVolumeMeta(p, text), recovered: false };
+  let corrupt: ChainfsError | undefined;
+  if (text.trim() !== '') {
+    try {
+      return { meta: parseVolumeMeta(p, text), recovered: false };
+    } catch (e) {
+      if (!(e instanceof ChainfsError)) throw e;
+      // NUL-filled or cut short by a power loss: the engine would refuse it too.
+      if (!recover) throw new ChainfsError(undefined, `${e.message}; pass --recover-volume-meta to recover it in memory from the head files, as the engine does for a missing volume.meta`);
+      corrupt = e;
+    }
+  }
 
   const heads = [...disks.values()].filter((d) => d.kind === 'head');
   if (heads.length === 0) {
@@ -246,7 +355,7 @@ function readVolumeMeta(dir: string, disks: Map<string, Disk>, warnings: string[
   const head = heads[0];
   if (head.meta instanceof ChainfsError) throw head.meta;
   if (!head.stat) throw new ChainfsError(head.path, head.imgProblem ?? 'missing');
-  warnings.push(`${p}: missing or empty; recovered in memory as the engine does (head ${head.file}, size ${head.stat.size}); a backing image, if any, must be given with --backing-file`);
+  warnings.push(`${p}: ${corrupt ? 'corrupt (--recover-volume-meta)' : 'missing or empty'}; recovered in memory as the engine does (head ${head.file}, size ${head.stat.size}); a backing image, if any, must be given with --backing-file`);
   if (heads.length > 1) warnings.push(`${dir}: several head files (${heads.map((h) => h.file).join(', ')}); using ${head.file}`);
   return {
     recovered: true,

@@ -4,12 +4,13 @@
  * per replica and shared by every view that uses them.
  */
 import * as fs from 'node:fs';
-import type { Layer } from '../layer/layer';
-import { openImage, type ImageFormat } from '../layer/open-image';
-import { SparseFileLayer } from '../layer/sparse-file';
-import { openRegularReadOnly } from '../source/replica/files';
-import type { Disk, Replica } from '../source/replica/replica';
-import { Chain, type ChainOptions } from './chain';
+import { Chain, type ChainOptions } from '../../chain/chain';
+import { ChainfsError } from '../../errors';
+import type { Layer } from '../../layer/layer';
+import { openImage, type ImageFormat } from '../../layer/open-image';
+import { SparseFileLayer } from '../../layer/sparse-file';
+import { openRegularReadOnly } from './files';
+import type { Disk, Replica } from './replica';
 
 export interface View {
   /** The view root's disk (the head, or the snapshot). */
@@ -22,6 +23,8 @@ export interface View {
 
 export interface BackingImage {
   path: string;
+  /** The file's size (for qcow2 the container's; `layer.size` is the virtual size). */
+  size: number;
   format: ImageFormat;
   layer: Layer;
 }
@@ -50,25 +53,38 @@ export class LayerSet {
   backing(): BackingImage | null {
     if (this.backingImage === undefined) {
       const loc = this.replica.backing;
+      if (loc instanceof ChainfsError) throw loc;
       if (!loc) {
         this.backingImage = null;
       } else {
         const img = openImage(loc.path);
         this.warnings.push(...img.warnings);
-        this.backingImage = { path: loc.path, format: img.format, layer: img.layer };
+        this.backingImage = { path: loc.path, size: fs.statSync(loc.path).size, format: img.format, layer: img.layer };
       }
     }
     return this.backingImage;
   }
 
-  /** The view of the head (snapshot undefined) or of a snapshot (name or file name). */
+  /** The view of volume.meta's head (snapshot undefined) or of a snapshot (as `Replica.findSnapshot` takes it). */
   view(snapshot?: string, opts: ChainOptions = {}): View {
-    const root = this.replica.viewRoot(snapshot);
-    const disks = this.replica.chain(root.file);
+    const r = this.replica;
+    return this.viewOf(snapshot === undefined ? r.meta.head : r.findSnapshot(snapshot).file, opts);
+  }
+
+  /**
+   * The view rooted at the disk file `rootFile` (a head or a snapshot): its
+   * own chain only, as the engine's OpenSnapshot walks it. Throws the
+   * ChainfsError of the first thing on that chain that is broken.
+   */
+  viewOf(rootFile: string, opts: ChainOptions = {}): View {
+    const problem = this.replica.chainProblem(rootFile);
+    if (problem) throw new ChainfsError(undefined, problem);
+    const disks = this.replica.chain(rootFile);
+    const root = disks[0];
     const layers: Layer[] = disks.map((d) => this.disk(d));
     const bi = this.backing();
     if (bi) layers.push(bi.layer);
-    const size = root.kind === 'head' ? this.replica.meta.size : root.stat!.size;
+    const size = root.file === this.replica.meta.head ? this.replica.meta.size : root.stat!.size;
     return { root, disks, size, chain: new Chain(layers, size, opts) };
   }
 
