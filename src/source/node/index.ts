@@ -1,0 +1,21 @@
+/**
+ * One or more Longhorn data roots (`/var/lib/longhorn`, any other v1 disk)
+ * as a source: a directory with `longhorn-disk.cfg`, or with `replicas/`
+ * when the cfg is gone (then warned). Several roots open as one node.
+ */
+import * as fs from 'node:fs';
+import type { SourceKind } from '../catalog';
+import { NodeCatalog } from './catalog';
+import { looksLikeRoot } from './scan';
+
+export const source: SourceKind = {
+  kind: 'node',
+  detect: (arg) => {
+    try {
+      return fs.statSync(arg).isDirectory() && looksLikeRoot(arg);
+    } catch {
+      return false;
+    }
+  },
+  open: async (args, opts) => NodeCatalog.open(args, opts),
+};
