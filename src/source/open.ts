@@ -13,6 +13,7 @@ import type { Catalog, SourceKind, SourceOptions } from './catalog';
 
 /** Most specific first: a URL scheme or a magic number before a directory's shape. */
 const KINDS: (() => SourceKind)[] = [
+  () => (require('./backupstore/index') as typeof import('./backupstore/index')).source,
   () => (require('./node/index') as typeof import('./node/index')).source,
   () => (require('./replica/index') as typeof import('./replica/index')).source,
 ];

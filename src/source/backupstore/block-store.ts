@@ -1,0 +1,168 @@
+/**
+ * The layered block cache of a backup target: every block read goes
+ * memory (lru-cache) → on-disk cache (optional) → the target, and is
+ * verified before it is cached or served.
+ *
+ * Blocks are keyed by their object key (`<pool>/AA/BB/<checksum>.blk`), so a
+ * block shared by several backups of a volume (the same checksum in one
+ * pool) is fetched once, and two readers asking for it at the same time wait
+ * on one request. At most `jobs` fetches run at once; the rest queue.
+ *
+ * Memory: the decompressed blocks in the LRU, bounded by `cacheBytes`
+ * (2 MiB a block), plus at most `jobs` blocks in flight.
+ * The on-disk cache holds plain blocks named by checksum
+ * (`<dir>/AA/<checksum>`): content-addressed, so it is shared by every
+ * volume and target, and each file is checksummed again when reused.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { Compression } from './cfg';
+import { BadBlock, checksumOf, decodeBlock } from './block-codec';
+import { TargetMissing, type BackupTarget } from './target';
+
+export interface BlockStoreOptions {
+  /** Parallel fetches (--jobs). */
+  jobs: number;
+  /** Budget of decompressed blocks kept in memory, bytes. */
+  cacheBytes: number;
+  /** Directory of the on-disk cache (--cache-dir), or none. */
+  cacheDir?: string;
+}
+
+/** What a block is, to fetch it. */
+export interface BlockRef {
+  /** Object key of the .blk. */
+  key: string;
+  checksum: string;
+  compression: Compression;
+  blockSize: number;
+  /** False for a backing image (its last block may be short). */
+  exact: boolean;
+}
+
+export interface BlockStoreStats {
+  /** Objects fetched from the target. */
+  fetched: number;
+  /** Their stored (compressed) bytes. */
+  fetchedBytes: number;
+  memoryHits: number;
+  diskHits: number;
+}
+
+export class BlockStore {
+  readonly jobs: number;
+  readonly stats: BlockStoreStats = { fetched: 0, fetchedBytes: 0, memoryHits: 0, diskHits: 0 };
+  private readonly target: BackupTarget;
+  private readonly memory: LRUCache<string, Buffer>;
+  private readonly inFlight = new Map<string, Promise<Buffer>>();
+  private readonly cacheDir?: string;
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(target: BackupTarget, opts: BlockStoreOptions) {
+    this.target = target;
+    this.jobs = Math.max(1, opts.jobs);
+    this.cacheDir = opts.cacheDir;
+    this.memory = new LRUCache<string, Buffer>({
+      maxSize: Math.max(opts.cacheBytes, 4 << 20),
+      sizeCalculation: (b) => Math.max(b.length, 1),
+    });
+  }
+
+  /** The block's plain bytes if they are in memory now (no request, no wait). */
+  peek(ref: BlockRef): Buffer | undefined {
+    const b = this.memory.get(ref.key);
+    if (b) this.stats.memoryHits++;
+    return b;
+  }
+
+  /** The block's verified plain bytes. Throws BadBlock. */
+  get(ref: BlockRef): Promise<Buffer> {
+    const hit = this.peek(ref);
+    if (hit) return Promise.resolve(hit);
+    let p = this.inFlight.get(ref.key);
+    if (!p) {
+      p = this.limited(() => this.load(ref)).finally(() => this.inFlight.delete(ref.key));
+      this.inFlight.set(ref.key, p);
+    }
+    return p;
+  }
+
+  /** Whether the block is in memory or on its way. */
+  has(ref: BlockRef): boolean {
+    return this.memory.has(ref.key) || this.inFlight.has(ref.key);
+  }
+
+  private async load(ref: BlockRef): Promise<Buffer> {
+    const fromDisk = await this.readDiskCache(ref);
+    if (fromDisk) {
+      this.stats.diskHits++;
+      this.memory.set(ref.key, fromDisk);
+      return fromDisk;
+    }
+    let raw: Buffer;
+    try {
+      raw = await this.target.get(ref.key);
+    } catch (e) {
+      if (e instanceof TargetMissing) throw new BadBlock('missing', `${this.target.where(ref.key)} does not exist`);
+      throw new BadBlock('unreadable', (e as Error).message);
+    }
+    this.stats.fetched++;
+    this.stats.fetchedBytes += raw.length;
+    const plain = await decodeBlock(raw, ref.compression, ref.checksum, ref.blockSize, ref.exact);
+    this.memory.set(ref.key, plain);
+    this.writeDiskCache(ref, plain);
+    return plain;
+  }
+
+  private async limited<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.jobs) await new Promise<void>((r) => this.waiting.push(r));
+    this.running++;
+    try {
+      return await fn();
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+
+  private diskPath(ref: BlockRef): string | undefined {
+    return this.cacheDir && path.join(this.cacheDir, ref.checksum.slice(0, 2), `${ref.checksum}.${ref.blockSize}`);
+  }
+
+  /** A cached plain block, if present and still matching its checksum (a bad one is dropped). */
+  private async readDiskCache(ref: BlockRef): Promise<Buffer | undefined> {
+    const file = this.diskPath(ref);
+    if (!file) return undefined;
+    let buf: Buffer;
+    try {
+      buf = await fs.promises.readFile(file);
+    } catch {
+      return undefined;
+    }
+    if (buf.length <= ref.blockSize && (await checksumOf(buf)) === ref.checksum) return buf;
+    await fs.promises.rm(file, { force: true });
+    return undefined;
+  }
+
+  /** Best effort (a full cache disk only costs a refetch later): temp file, then rename. */
+  private writeDiskCache(ref: BlockRef, plain: Buffer): void {
+    const file = this.diskPath(ref);
+    if (!file) return;
+    const tmp = `${file}.tmp.${process.pid}.${Date.now()}`;
+    void (async () => {
+      try {
+        await fs.promises.mkdir(path.dirname(file), { recursive: true });
+        await fs.promises.writeFile(tmp, plain);
+        await fs.promises.rename(tmp, file);
+      } catch {
+        await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+      }
+    })();
+  }
+
+  close(): void {
+    this.memory.clear();
+  }
+}

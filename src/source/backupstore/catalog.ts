@@ -1,0 +1,370 @@
+/**
+ * A backup target as a Catalog: every complete backup of every volume
+ * (`volumes/<volume>/backups/<backup>.img`), every backing-image backup
+ * (`backing-images/<name>.img`) and `catalog.json`. In-progress or failed
+ * backups are listed with their problem, never served.
+ *
+ * A backup view is the image Longhorn's restore would produce
+ * (`RestoreDeltaBlockBackup`, backupstore `deltablock.go`), sized by the
+ * volume's current volume.cfg Size, and by default the *effective volume*:
+ * the backup's blocks over the volume's backing image (the target's own
+ * backing-image backup, or --backing-file), zero past the image's end.
+ * `noBacking` gives exactly restore-to-file's output: the blocks over zeros.
+ */
+import { Chain, type ChainOptions } from '../../chain/chain';
+import { ChainfsError, oneLine } from '../../errors';
+import { BackupBlocksLayer, type BadBlockRecord } from '../../layer/backup-blocks';
+import type { Layer } from '../../layer/layer';
+import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewSelector } from '../catalog';
+import { BlockStore } from './block-store';
+import { parseBlocks, type BlockMap } from './cfg';
+import type { BackingImageEntry, BackupEntry, VolumeEntry } from './listing';
+import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir } from './names';
+import { renderCatalog } from './render';
+import type { BackupTarget } from './target';
+import type { TargetArg } from './url';
+
+/** Default memory budget for decompressed blocks: 32 blocks of 2 MiB. */
+const DEFAULT_CACHE_MB = 64;
+
+export interface BadBlockReport extends BadBlockRecord {
+  view: string;
+}
+
+export class BackupstoreCatalog implements Catalog {
+  readonly kind = 'backupstore';
+  readonly label: string;
+  readonly warnings: string[];
+  readonly target: BackupTarget;
+  readonly volumes: VolumeEntry[];
+  readonly backingImages: BackingImageEntry[];
+  readonly store: BlockStore;
+  /** Bad blocks served as zeros so far (badBlocks 'zero'), for the report. */
+  readonly badBlocks: BadBlockReport[] = [];
+  private readonly arg: TargetArg;
+  private readonly opts: SourceOptions;
+  private readonly all: CatalogView[];
+  private readonly byPath = new Map<string, CatalogView>();
+
+  constructor(arg: TargetArg, target: BackupTarget, volumes: VolumeEntry[], backingImages: BackingImageEntry[],
+    warnings: string[], opts: SourceOptions) {
+    this.arg = arg;
+    this.label = arg.label;
+    this.target = target;
+    this.volumes = volumes;
+    this.backingImages = backingImages;
+    this.warnings = warnings;
+    this.opts = opts;
+    this.store = new BlockStore(target, {
+      jobs: opts.jobs ?? target.defaultJobs,
+      cacheBytes: (opts.cacheMb ?? DEFAULT_CACHE_MB) << 20,
+      cacheDir: opts.cacheDir,
+    });
+    this.all = [
+      ...volumes.flatMap((v) => v.backups.map((b) => new BackupView(this, v, b))),
+      ...backingImages.map((bi) => new BackingImageView(this, bi)),
+    ];
+    for (const v of this.all) this.byPath.set(v.path, v);
+  }
+
+  views(): CatalogView[] {
+    return this.all;
+  }
+
+  view(p: string): CatalogView | undefined {
+    return this.byPath.get(p);
+  }
+
+  files(): CatalogFile[] {
+    return [{ path: 'catalog.json', content: () => Buffer.from(`${JSON.stringify(this.report(), null, 2)}\n`) }];
+  }
+
+  report(): object {
+    return {
+      kind: this.kind,
+      target: this.label,
+      volumes: this.volumes.map((v) => ({
+        name: v.name,
+        size: v.cfg?.size,
+        created: v.cfg?.createdTime,
+        lastBackup: v.cfg?.lastBackupName,
+        lastBackupAt: v.cfg?.lastBackupAt,
+        blockCount: v.cfg?.blockCount,
+        backingImage: v.cfg?.backingImageName || undefined,
+        backingImageChecksum: v.cfg?.backingImageChecksum || undefined,
+        compression: v.cfg?.compression,
+        storageClass: v.cfg?.storageClassName || undefined,
+        dataEngine: v.cfg?.dataEngine,
+        labels: v.cfg?.labels,
+        problem: v.problem,
+        backups: v.backups.map((b) => ({
+          name: b.name,
+          path: backupPath(b),
+          state: backupState(b),
+          snapshot: b.cfg?.snapshotName,
+          snapshotCreated: b.cfg?.snapshotCreatedAt,
+          created: b.cfg?.createdTime || undefined,
+          size: b.cfg?.size,
+          blocks: b.cfg?.blockCount,
+          blockSize: b.cfg?.blockSize,
+          compression: b.cfg?.compression,
+          incremental: b.cfg?.isIncremental,
+          parameters: b.cfg?.parameters,
+          newlyUploadedBytes: b.cfg?.newlyUploadedDataSize,
+          reUploadedBytes: b.cfg?.reUploadedDataSize,
+          labels: b.cfg?.labels,
+          problem: b.problem,
+        })),
+      })),
+      backingImages: this.backingImages.map((bi) => ({
+        name: bi.name,
+        path: backingImagePath(bi.name),
+        state: bi.cfg && !bi.problem ? 'complete' : bi.cfg ? 'in progress or failed' : 'unreadable',
+        size: bi.cfg?.size,
+        checksum: bi.cfg?.checksum,
+        blocks: bi.cfg?.blockCount,
+        compression: bi.cfg?.compression,
+        created: bi.cfg?.createdTime,
+        completed: bi.cfg?.completeTime || undefined,
+        problem: bi.problem,
+      })),
+      badBlocks: this.badBlocks,
+      requests: { blocksFetched: this.store.stats.fetched, bytesFetched: this.store.stats.fetchedBytes },
+      warnings: this.warnings,
+    };
+  }
+
+  render(): string {
+    return renderCatalog(this);
+  }
+
+  select(sel: ViewSelector): CatalogView {
+    for (const [flag, v] of [['--replica', sel.replica], ['--snapshot', sel.snapshot], ['--head', sel.head], ['--lvol', sel.lvol]] as const) {
+      if (v !== undefined) throw new ChainfsError(this.label, `${flag} is not an option for a backup target (use --volume, --backup, --backing-image)`);
+    }
+    const volume = sel.volume ?? this.arg.volume;
+    const backup = sel.backup ?? (sel.volume === undefined || sel.volume === this.arg.volume ? this.arg.backup : undefined);
+    const bi = sel.backingImage ?? (sel.volume === undefined && sel.backup === undefined ? this.arg.backingImage : undefined);
+    if (bi !== undefined && backup === undefined) {
+      const v = this.byPath.get(backingImagePath(bi));
+      if (v) return v;
+      throw new ChainfsError(this.label, `no backing-image backup named ${bi}${choices(this.backingImages.map((b) => b.name))}`);
+    }
+    if (volume !== undefined && !this.volumes.some((v) => v.name === volume)) {
+      throw new ChainfsError(this.label, `no volume named ${volume} in the target${choices(this.volumes.map((v) => v.name))}`);
+    }
+    const vols = this.volumes.filter((v) => volume === undefined || v.name === volume);
+    if (backup !== undefined) {
+      const hits = vols.flatMap((v) => v.backups.filter((b) => b.name === backup));
+      if (hits.length === 1) return this.byPath.get(backupPath(hits[0]))!;
+      if (hits.length > 1) throw new ChainfsError(this.label, `backup ${backup} exists in several volumes; add --volume${choices(hits.map((h) => h.volume))}`);
+      throw new ChainfsError(this.label, `no backup named ${backup}${volume ? ` in volume ${volume}` : ''}${choices(vols.flatMap((v) => v.backups.map((b) => b.name)))}`);
+    }
+    if (vols.length === 1) {
+      // A volume alone: its last backup (volume.cfg LastBackupName), as Longhorn's UI offers.
+      const v = vols[0];
+      const last = v.backups.find((b) => b.name === v.cfg?.lastBackupName) ?? newestComplete(v.backups);
+      if (last) return this.byPath.get(backupPath(last))!;
+      throw new ChainfsError(this.label, `volume ${v.name} has no complete backup`);
+    }
+    const complete = this.all.filter((v) => !v.problem);
+    if (complete.length === 1) return complete[0];
+    throw new ChainfsError(this.label, `the target holds ${complete.length} backups; pick one with --volume V --backup B or --backing-image NAME`
+      + `${choices(complete.map((v) => v.path))}`);
+  }
+
+  close(): void {
+    this.store.close();
+    this.target.close();
+  }
+
+  /** Records and prints a bad block served as zeros. */
+  noteBadBlock(view: string, rec: BadBlockRecord): void {
+    this.badBlocks.push({ view, ...rec });
+    process.stderr.write(`chainfs: warning: ${oneLine(`${view}: bad block at offset ${rec.offset} (checksum ${rec.checksum}, ${rec.problem}): served as zeros`)}\n`);
+  }
+
+  /** The cfg text of an entry: kept from listing, or fetched again (a large cfg). */
+  async cfgText(e: { cfgKey: string; text?: string }): Promise<string> {
+    return e.text ?? (await this.target.get(e.cfgKey)).toString('utf8');
+  }
+
+  blocksLayer(o: { name: string; cfgKey: string; size: number; map: BlockMap; pool: string; compression: 'gzip' | 'lz4' | 'none'; exact: boolean; view: string }): BackupBlocksLayer {
+    const map = o.map;
+    return new BackupBlocksLayer({
+      name: o.name,
+      path: this.target.where(o.cfgKey),
+      size: o.size,
+      map,
+      store: this.store,
+      ref: (i) => {
+        const checksum = map.checksum(i);
+        return { key: blockKey(o.pool, checksum), checksum, compression: o.compression, blockSize: map.blockSize, exact: o.exact };
+      },
+      badBlocks: this.opts.badBlocks ?? 'fail',
+      onBadBlock: (rec) => this.noteBadBlock(o.view, rec),
+    });
+  }
+
+  backingImageEntry(name: string): BackingImageEntry | undefined {
+    return this.backingImages.find((b) => b.name === name);
+  }
+
+  get sourceOptions(): SourceOptions {
+    return this.opts;
+  }
+}
+
+function choices(names: string[]): string {
+  if (names.length === 0) return '';
+  const shown = names.slice(0, 8).join(', ');
+  return ` (there ${names.length === 1 ? 'is' : 'are'}: ${shown}${names.length > 8 ? `, and ${names.length - 8} more` : ''})`;
+}
+
+function newestComplete(backups: BackupEntry[]): BackupEntry | undefined {
+  return backups.filter((b) => !b.problem && b.cfg)
+    .sort((a, b) => (a.cfg!.snapshotCreatedAt < b.cfg!.snapshotCreatedAt ? 1 : -1))[0];
+}
+
+export function backupPath(b: BackupEntry): string {
+  return `volumes/${b.volume}/backups/${b.name}.img`;
+}
+
+export function backingImagePath(name: string): string {
+  return `backing-images/${name}.img`;
+}
+
+export function backupState(b: BackupEntry): string {
+  if (!b.cfg) return 'unreadable';
+  if (b.cfg.createdTime === '') return 'in progress or failed';
+  return b.problem ? 'unusable' : 'complete';
+}
+
+function date(s: string | undefined): Date {
+  const d = s ? new Date(s) : new Date(0);
+  return Number.isNaN(d.getTime()) ? new Date(0) : d;
+}
+
+class BackupView implements CatalogView {
+  readonly kind = 'backup' as const;
+  readonly path: string;
+  readonly name: string;
+  readonly size: number;
+  readonly allocatedBytes: number;
+  readonly mtime: Date;
+  readonly ctime: Date;
+  readonly mode = 0o444;
+  readonly problem?: string;
+  private readonly cat: BackupstoreCatalog;
+  private readonly vol: VolumeEntry;
+  private readonly entry: BackupEntry;
+
+  constructor(cat: BackupstoreCatalog, vol: VolumeEntry, entry: BackupEntry) {
+    this.cat = cat;
+    this.vol = vol;
+    this.entry = entry;
+    this.path = backupPath(entry);
+    this.name = entry.name;
+    this.size = vol.cfg?.size ?? 0;
+    this.allocatedBytes = (entry.cfg?.blockCount ?? 0) * (entry.cfg?.blockSize ?? DEFAULT_BLOCK_SIZE);
+    this.mtime = date(entry.cfg?.createdTime || entry.cfg?.snapshotCreatedAt);
+    this.ctime = this.mtime;
+    this.problem = entry.problem;
+  }
+
+  async open(chainOpts: ChainOptions): Promise<OpenedView> {
+    if (this.problem) throw new ChainfsError(this.cat.target.where(this.entry.cfgKey), this.problem);
+    const cfg = this.entry.cfg!;
+    const vol = this.vol.cfg!;
+    const where = this.cat.target.where(this.entry.cfgKey);
+    if (vol.size % cfg.blockSize !== 0) {
+      // RestoreDeltaBlockBackup refuses this too (deltablock.go, "volume size is not a multiple of block size").
+      throw new ChainfsError(where, `volume size ${vol.size} is not a multiple of the backup's block size ${cfg.blockSize}`);
+    }
+    const map = parseBlocks(where, await this.cat.cfgText(this.entry), cfg.blockSize);
+    const warnings: string[] = [];
+    const layers: Layer[] = [this.cat.blocksLayer({
+      name: this.entry.name, cfgKey: this.entry.cfgKey, size: vol.size, map, pool: volumeBlocksDir(this.vol.name),
+      compression: cfg.compression, exact: true, view: this.path,
+    })];
+    const files: string[] = [];
+    const opts = this.cat.sourceOptions;
+    if (vol.backingImageName && !opts.noBacking) {
+      if (opts.backingFile) {
+        const { openImage } = require('../../layer/open-image') as typeof import('../../layer/open-image');
+        const img = openImage(opts.backingFile);
+        layers.push(img.layer);
+        warnings.push(...img.warnings);
+        files.push(opts.backingFile);
+      } else {
+        layers.push(await this.backingLayer(vol.backingImageName, vol.backingImageChecksum, warnings));
+      }
+    } else if (opts.backingFile && !vol.backingImageName) {
+      warnings.push(`volume ${this.vol.name} has no backing image; --backing-file ${opts.backingFile} is not used`);
+    }
+    const chain = new Chain(layers, vol.size, chainOpts);
+    const local = this.cat.target.localDir;
+    return {
+      chain, files, roots: local ? [local] : [], warnings,
+      close: () => {
+        for (const l of layers) l.close();
+      },
+    };
+  }
+
+  private async backingLayer(name: string, checksum: string, warnings: string[]): Promise<Layer> {
+    const bi = this.cat.backingImageEntry(name);
+    const options = 'pass --backing-file PATH (the image, raw or qcow2), or --no-backing for the backup blocks over zeros as Longhorn restores to a file';
+    if (!bi) throw new ChainfsError(this.cat.label, `volume ${this.vol.name} has backing image ${name}, which has no backup in this target; ${options}`);
+    if (bi.problem) throw new ChainfsError(this.cat.label, `volume ${this.vol.name} needs backing image ${name}: ${bi.problem}; ${options}`);
+    if (checksum && bi.cfg!.checksum && checksum !== bi.cfg!.checksum) {
+      warnings.push(`backing image ${name}: its backup's checksum ${bi.cfg!.checksum.slice(0, 16)}... differs from the one volume ${this.vol.name} was backed up with (${checksum.slice(0, 16)}...)`);
+    }
+    return openBackingImageLayer(this.cat, bi, `${this.path} (backing image ${name})`);
+  }
+}
+
+async function openBackingImageLayer(cat: BackupstoreCatalog, bi: BackingImageEntry, view: string): Promise<Layer> {
+  const where = cat.target.where(bi.cfgKey);
+  const map = parseBlocks(where, await cat.cfgText(bi), DEFAULT_BLOCK_SIZE);
+  return cat.blocksLayer({
+    name: `backing image ${bi.name}`, cfgKey: bi.cfgKey, size: bi.cfg!.size, map, pool: BACKING_IMAGE_BLOCKS,
+    compression: bi.cfg!.compression, exact: false, view,
+  });
+}
+
+class BackingImageView implements CatalogView {
+  readonly kind = 'backing-image' as const;
+  readonly path: string;
+  readonly name: string;
+  readonly size: number;
+  readonly allocatedBytes: number;
+  readonly mtime: Date;
+  readonly ctime: Date;
+  readonly mode = 0o444;
+  readonly problem?: string;
+  private readonly cat: BackupstoreCatalog;
+  private readonly entry: BackingImageEntry;
+
+  constructor(cat: BackupstoreCatalog, entry: BackingImageEntry) {
+    this.cat = cat;
+    this.entry = entry;
+    this.path = backingImagePath(entry.name);
+    this.name = entry.name;
+    this.size = entry.cfg?.size ?? 0;
+    this.allocatedBytes = (entry.cfg?.blockCount ?? 0) * DEFAULT_BLOCK_SIZE;
+    this.mtime = date(entry.cfg?.completeTime || entry.cfg?.createdTime);
+    this.ctime = this.mtime;
+    this.problem = entry.problem;
+  }
+
+  async open(chainOpts: ChainOptions): Promise<OpenedView> {
+    if (this.problem) throw new ChainfsError(this.cat.target.where(this.entry.cfgKey), this.problem);
+    const layer = await openBackingImageLayer(this.cat, this.entry, this.path);
+    const local = this.cat.target.localDir;
+    return {
+      chain: new Chain([layer], this.size, chainOpts), files: [], roots: local ? [local] : [], warnings: [],
+      close: () => layer.close(),
+    };
+  }
+}

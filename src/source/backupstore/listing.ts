@@ -1,0 +1,157 @@
+/**
+ * Finding what a target holds from listings and cfgs only (no block is
+ * read): volume names (`getVolumeNames`, backupstore `config.go`: three
+ * delimiter levels, `volumes/` → `XX/` → `YY/` → names), each volume's
+ * volume.cfg and backup cfgs, the backing-image cfgs, and deletion locks.
+ *
+ * Costs on S3: 1 + (XX dirs) + (XX/YY dirs) LISTs for the volume names
+ * (none when the volume is named), then per volume one GET of volume.cfg,
+ * one LIST of backups/ and one GET per backup cfg; per backing image one
+ * LIST level and one GET. Up to `jobs` requests run at once.
+ */
+import { ChainfsError } from '../../errors';
+import { parseBackingImageCfg, parseBackupCfg, parseVolumeCfg, type BackingImageCfg, type BackupCfg, type VolumeCfg } from './cfg';
+import {
+  BACKING_IMAGES, NAME_RE, VOLUMES, backingImageCfgKey, backupCfgKey, backupNameOfFile, backupsDir, longhornChecksum,
+  volumeCfgKey, volumeDir,
+} from './names';
+import { TargetMissing, type BackupTarget } from './target';
+
+/** Cfgs up to this size are kept after listing, so opening the view costs no second GET. */
+const KEEP_CFG_BYTES = 1 << 20;
+/** A lock is live for 150 s after its file was last written (`lock.go`). */
+const LOCK_EXPIRY_MS = 150_000;
+
+export interface BackupEntry {
+  volume: string;
+  name: string;
+  cfgKey: string;
+  cfg?: BackupCfg;
+  /** The cfg text, when small enough to keep. */
+  text?: string;
+  problem?: string;
+}
+
+export interface VolumeEntry {
+  name: string;
+  cfg?: VolumeCfg;
+  problem?: string;
+  backups: BackupEntry[];
+}
+
+export interface BackingImageEntry {
+  name: string;
+  cfgKey: string;
+  cfg?: BackingImageCfg;
+  text?: string;
+  problem?: string;
+}
+
+/** Runs `fn` over `items`, at most `n` at once, results in order. */
+export async function mapLimit<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+/** Every volume name under `backupstore/volumes/`; names that fail Longhorn's rule are reported in `skipped`. */
+export async function listVolumeNames(t: BackupTarget, jobs: number, skipped: string[]): Promise<string[]> {
+  const xx = (await t.list(VOLUMES)).dirs.filter((d) => /^[0-9a-f]{2}$/.test(d));
+  const xxyy = (await mapLimit(xx, jobs, async (a) => (await t.list(`${VOLUMES}${a}/`)).dirs
+    .filter((d) => /^[0-9a-f]{2}$/.test(d)).map((b) => `${a}/${b}`))).flat();
+  const names = (await mapLimit(xxyy, jobs, async (p) => (await t.list(`${VOLUMES}${p}/`)).dirs
+    .map((n) => ({ n, p })))).flat();
+  const out: string[] = [];
+  for (const { n, p } of names) {
+    if (n === 'BACKINGIMAGE') continue; // the backing images' lock directory (types/types.go)
+    const c = longhornChecksum(n);
+    if (!NAME_RE.test(n) || `${c.slice(0, 2)}/${c.slice(2, 4)}` !== p) skipped.push(`${VOLUMES}${p}/${n}`);
+    else out.push(n);
+  }
+  return out.sort();
+}
+
+async function getText(t: BackupTarget, key: string): Promise<string> {
+  return (await t.get(key)).toString('utf8');
+}
+
+function problemOf(e: unknown, t: BackupTarget, key: string): string {
+  if (e instanceof TargetMissing) return `${t.where(key)}: missing`;
+  if (e instanceof ChainfsError) return e.message;
+  throw e;
+}
+
+/** A volume's volume.cfg and every backup cfg (a cfg that fails to load becomes that backup's problem). */
+export async function loadVolume(t: BackupTarget, name: string, jobs: number): Promise<VolumeEntry> {
+  const v: VolumeEntry = { name, backups: [] };
+  const key = volumeCfgKey(name);
+  try {
+    v.cfg = parseVolumeCfg(t.where(key), await getText(t, key));
+  } catch (e) {
+    v.problem = problemOf(e, t, key);
+  }
+  const files = (await t.list(backupsDir(name))).files;
+  const names = files.map((f) => backupNameOfFile(f.name)).filter((n): n is string => n !== undefined);
+  v.backups = await mapLimit(names, jobs, async (b) => {
+    const cfgKey = backupCfgKey(name, b);
+    const e: BackupEntry = { volume: name, name: b, cfgKey };
+    try {
+      const text = await getText(t, cfgKey);
+      e.cfg = parseBackupCfg(t.where(cfgKey), text);
+      if (text.length <= KEEP_CFG_BYTES) e.text = text;
+      if (e.cfg.createdTime === '') {
+        e.problem = `backup ${b} of volume ${name} is in progress or failed (its cfg has no CreatedTime); Longhorn refuses it too`;
+      } else if (v.problem) e.problem = `volume ${name}: ${v.problem}`;
+    } catch (err) {
+      e.problem = problemOf(err, t, cfgKey);
+    }
+    return e;
+  });
+  return v;
+}
+
+/** Backing-image backups: `names` given, or every one listed. */
+export async function loadBackingImages(t: BackupTarget, names: string[] | undefined, jobs: number): Promise<BackingImageEntry[]> {
+  const list = names ?? (await t.list(BACKING_IMAGES)).dirs.filter((n) => NAME_RE.test(n));
+  return mapLimit(list, jobs, async (name) => {
+    const cfgKey = backingImageCfgKey(name);
+    const e: BackingImageEntry = { name, cfgKey };
+    try {
+      const text = await getText(t, cfgKey);
+      e.cfg = parseBackingImageCfg(t.where(cfgKey), text);
+      if (text.length <= KEEP_CFG_BYTES) e.text = text;
+      if (e.cfg.completeTime === '') e.problem = `backing image ${name}: its backup is in progress or failed (no CompleteTime); Longhorn refuses it too`;
+    } catch (err) {
+      e.problem = problemOf(err, t, cfgKey);
+    }
+    return e;
+  });
+}
+
+/**
+ * A warning when a deletion lock (type 2, `lock.go`) of the volume is live:
+ * a backup deletion or garbage collection may remove blocks under a reader.
+ */
+export async function deletionLockWarning(t: BackupTarget, volume: string): Promise<string | undefined> {
+  const dir = `${volumeDir(volume)}locks/`;
+  const now = Date.now();
+  for (const f of (await t.list(dir)).files) {
+    if (!f.name.endsWith('.lck') || (f.mtime && now - f.mtime.getTime() > LOCK_EXPIRY_MS)) continue;
+    try {
+      const lock = JSON.parse(await getText(t, dir + f.name)) as { Type?: number };
+      if (lock.Type === 2) {
+        return `volume ${volume}: a deletion lock is live (${t.where(dir + f.name)}): Longhorn is deleting a backup or collecting garbage, blocks may disappear while you read`;
+      }
+    } catch {
+      // gone meanwhile, or not a lock
+    }
+  }
+  return undefined;
+}

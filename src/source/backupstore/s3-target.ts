@@ -1,0 +1,133 @@
+/**
+ * A backup target in an S3 bucket, through the official AWS SDK
+ * (@aws-sdk/client-s3: SigV4 signing, retries, the standard credential
+ * chain). Read-only: GetObject and ListObjectsV2 only, so read-only
+ * credentials suffice; no lock file is ever written.
+ *
+ * Configuration is that of Longhorn's backup-target secret
+ * (longhorn/backupstore `s3/s3_service.go`): AWS_ACCESS_KEY_ID and
+ * AWS_SECRET_ACCESS_KEY (read by the SDK's default chain, which also covers
+ * profiles, SSO and instance roles), AWS_ENDPOINTS (an S3-compatible
+ * endpoint, path-style unless VIRTUAL_HOSTED_STYLE=true), AWS_CERT (a custom
+ * CA: the PEM text, as the secret holds it, or a file path), and the region
+ * from `s3://bucket@region/` or AWS_REGION.
+ *
+ * Cost: a GET per cfg and per block read; a LIST per 1,000 keys of a level.
+ */
+import * as fs from 'node:fs';
+import { GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { ChainfsError } from '../../errors';
+import { TargetMissing, type BackupTarget, type Listing } from './target';
+
+export class S3Target implements BackupTarget {
+  readonly label: string;
+  readonly remote = true;
+  /** Requests are mostly waiting: more in flight than cores. */
+  readonly defaultJobs = 16;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+
+  constructor(loc: { bucket: string; region?: string; prefix: string }, label: string, jobs?: number) {
+    this.label = label;
+    this.bucket = loc.bucket;
+    this.prefix = loc.prefix;
+    this.client = new S3Client(clientConfig(loc.region, Math.max(jobs ?? this.defaultJobs, 4)));
+  }
+
+  where(key: string): string {
+    return `s3://${this.bucket}/${this.prefix}${key}`;
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      const bytes = await r.Body!.transformToByteArray();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (e) {
+      if (isNotFound(e)) throw new TargetMissing(key, this.where(key));
+      throw s3Error(this.where(key), e);
+    }
+  }
+
+  async list(prefix: string): Promise<Listing> {
+    const out: Listing = { dirs: [], files: [] };
+    const full = this.prefix + prefix;
+    let token: string | undefined;
+    do {
+      const r = await this.listPage(full, '/', token);
+      for (const p of r.CommonPrefixes ?? []) {
+        const name = (p.Prefix ?? '').slice(full.length).replace(/\/$/, '');
+        if (name) out.dirs.push(name);
+      }
+      for (const c of r.Contents ?? []) {
+        const name = (c.Key ?? '').slice(full.length);
+        if (name && !name.includes('/')) out.files.push({ name, mtime: c.LastModified });
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  async listAll(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const full = this.prefix + prefix;
+    let token: string | undefined;
+    do {
+      const r = await this.listPage(full, undefined, token);
+      for (const c of r.Contents ?? []) if (c.Key?.startsWith(full)) out.push(c.Key.slice(this.prefix.length));
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  private async listPage(prefix: string, delimiter: string | undefined, token: string | undefined) {
+    try {
+      return await this.client.send(new ListObjectsV2Command({
+        Bucket: this.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken: token,
+      }));
+    } catch (e) {
+      throw s3Error(`s3://${this.bucket}/${prefix}`, e, 'cannot list');
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+/** The SDK configuration from the environment of Longhorn's backup-target secret. */
+export function clientConfig(region: string | undefined, maxSockets: number): S3ClientConfig {
+  const env = process.env;
+  const endpoint = env.AWS_ENDPOINTS?.trim() || undefined;
+  const virtualHosted = /^(true|1|yes)$/i.test(env.VIRTUAL_HOSTED_STYLE ?? '');
+  const agent = { keepAlive: true, maxSockets, ca: customCa(env.AWS_CERT) };
+  return {
+    region: region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    endpoint,
+    forcePathStyle: endpoint !== undefined && !virtualHosted,
+    requestHandler: { httpAgent: { keepAlive: true, maxSockets }, httpsAgent: agent },
+  };
+}
+
+function customCa(cert: string | undefined): string | undefined {
+  if (!cert?.trim()) return undefined;
+  if (cert.includes('-----BEGIN')) return cert;
+  try {
+    return fs.readFileSync(cert.trim(), 'utf8');
+  } catch {
+    throw new ChainfsError('AWS_CERT', 'is neither a PEM certificate nor a readable file');
+  }
+}
+
+function isNotFound(e: unknown): boolean {
+  const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
+  return err?.name === 'NoSuchKey' || err?.name === 'NotFound' || err?.$metadata?.httpStatusCode === 404;
+}
+
+function s3Error(where: string, e: unknown, what = 'cannot read'): ChainfsError {
+  const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const status = err?.$metadata?.httpStatusCode;
+  const reason = [err?.name, status ? `HTTP ${status}` : '', err?.message].filter(Boolean).join(': ');
+  return new ChainfsError(where, `${what}: ${reason || String(e)}`, 'EIO');
+}

@@ -1,0 +1,85 @@
+/**
+ * What a backup-target argument names: a local directory (a mounted NFS/CIFS
+ * share or a copy), `vfs:///path`, or `s3://bucket@region/prefix/`, each
+ * optionally with Longhorn's backup-URL query (`?backup=B&volume=V`,
+ * `?volume=V`, `?backingImage=NAME`: `EncodeBackupURL`, `backupstore.go`;
+ * `backupbackingimage/config.go`).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ChainfsError } from '../../errors';
+import { BASE } from './names';
+
+/** Where a target lives. */
+export type TargetLocation =
+  | { kind: 'dir'; dir: string }
+  | { kind: 's3'; bucket: string; region?: string; prefix: string };
+
+export interface TargetArg {
+  location: TargetLocation;
+  /** What the query of a backup URL selects. */
+  volume?: string;
+  backup?: string;
+  backingImage?: string;
+  /** The argument as given, for messages. */
+  label: string;
+}
+
+/** A backup URL's query, if the argument has one. */
+function splitQuery(arg: string): [string, URLSearchParams | undefined] {
+  const q = arg.indexOf('?');
+  if (q < 0) return [arg, undefined];
+  return [arg.slice(0, q), new URLSearchParams(arg.slice(q + 1))];
+}
+
+/** Whether `arg` is a backup target (cheap: a URL scheme, a query, or one stat). */
+export function isBackupTarget(arg: string): boolean {
+  if (/^(s3|vfs|nfs|cifs):\/\//i.test(arg)) return true;
+  const [base, query] = splitQuery(arg);
+  if (query && (query.has('backup') || query.has('volume') || query.has('backingImage'))) return true;
+  try {
+    return fs.statSync(path.join(base, BASE)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Parses a target argument. Throws ChainfsError for `nfs://`/`cifs://`
+ * (chainfs does not mount shares: the user mounts it and passes the
+ * directory) and for malformed URLs.
+ */
+export function parseTargetArg(arg: string): TargetArg {
+  const [base, query] = splitQuery(arg);
+  const sel = {
+    volume: query?.get('volume') ?? undefined,
+    backup: query?.get('backup') ?? undefined,
+    backingImage: query?.get('backingImage') ?? undefined,
+  };
+  const m = /^([a-z0-9]+):\/\/(.*)$/i.exec(base);
+  if (!m) return { location: { kind: 'dir', dir: path.resolve(base) }, ...sel, label: arg };
+  const scheme = m[1].toLowerCase();
+  const rest = m[2];
+  if (scheme === 'nfs' || scheme === 'cifs') {
+    throw new ChainfsError(arg, `chainfs does not mount ${scheme.toUpperCase()} shares itself: mount the share `
+      + `read-only (e.g. mount -t ${scheme === 'nfs' ? 'nfs -o ro server:/export' : 'cifs -o ro //server/share'} /mnt/backups) `
+      + 'and pass the directory that holds backupstore/');
+  }
+  if (scheme === 'vfs') {
+    if (!rest.startsWith('/')) throw new ChainfsError(arg, 'a vfs:// target needs an absolute path (vfs:///path)');
+    return { location: { kind: 'dir', dir: path.resolve(rest) }, ...sel, label: arg };
+  }
+  if (scheme === 's3') {
+    // s3://bucket@region/prefix/ (s3/s3_service.go newService): the user part is the bucket.
+    const slash = rest.indexOf('/');
+    const host = slash < 0 ? rest : rest.slice(0, slash);
+    const prefix = (slash < 0 ? '' : rest.slice(slash + 1)).replace(/^\/+/, '');
+    const at = host.indexOf('@');
+    const bucket = decodeURIComponent(at < 0 ? host : host.slice(0, at));
+    const region = at < 0 ? undefined : decodeURIComponent(host.slice(at + 1)) || undefined;
+    if (!bucket) throw new ChainfsError(arg, 'an s3:// target needs a bucket (s3://bucket@region/prefix/)');
+    const norm = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
+    return { location: { kind: 's3', bucket, region, prefix: norm }, ...sel, label: arg };
+  }
+  throw new ChainfsError(arg, `unknown backup target scheme ${scheme}:// (chainfs reads a directory, vfs:// or s3://)`);
+}
