@@ -15,6 +15,7 @@ import type { Catalog, SourceKind, SourceOptions } from './catalog';
 const KINDS: (() => SourceKind)[] = [
   () => (require('./backupstore/index') as typeof import('./backupstore/index')).source,
   () => (require('./node/index') as typeof import('./node/index')).source,
+  () => (require('./spdk/index') as typeof import('./spdk/index')).source,
   () => (require('./replica/index') as typeof import('./replica/index')).source,
 ];
 

@@ -1,0 +1,193 @@
+/**
+ * One or more v2 disks as a Catalog:
+ *
+ *   volumes/<volume>/replicas/<replica>/volume.img            a replica's head
+ *   volumes/<volume>/replicas/<replica>/snapshots/<name>.img  its snapshots
+ *   backing-images/<name>.img                                 backing image lvols
+ *   lvols/<lvol name>.img                                     every lvol by its SPDK name
+ *   catalog.json                                              the report
+ *
+ * Each view is the chain of its root lvol through `SNAP`; a view whose
+ * chain meets damage (a bad metadata page, a cycle, a cluster past the
+ * device end) carries that as its `problem`; the others are served.
+ */
+import { Chain, type ChainOptions } from '../../chain/chain';
+import { ChainfsError } from '../../errors';
+import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelector } from '../catalog';
+import type { Disk } from './disk';
+import { chainOf, type Lvol } from './lvstore';
+import { buildModel, pathPart, type Model, type ReplicaEntry } from './model';
+import { renderText, spdkReport } from './report';
+
+export class SpdkCatalog implements Catalog {
+  readonly kind = 'spdk';
+  readonly label: string;
+  readonly warnings: string[];
+  readonly disks: Disk[];
+  readonly model: Model;
+  private readonly list: SpdkView[] = [];
+  private readonly byPath = new Map<string, SpdkView>();
+
+  constructor(disks: Disk[], warnings: string[]) {
+    this.disks = disks;
+    this.label = disks.map((d) => d.dev.path).join(',');
+    this.warnings = [...warnings, ...disks.flatMap((d) => [...d.lvs.bs.warnings, ...d.lvs.warnings])];
+    this.model = buildModel(disks);
+    for (const v of this.model.volumes) {
+      for (const r of v.replicas) {
+        if (r.head) this.add(new SpdkView(r.disk, r.head, `${r.dir}/volume.img`, 'head', r.name, replicaWarnings(r, r.head)));
+        for (const s of r.snapshots) {
+          const name = s.longhorn.snapshot!;
+          this.add(new SpdkView(r.disk, s, `${r.dir}/snapshots/${pathPart(name)}.img`, 'snapshot', name, replicaWarnings(r, s)));
+        }
+      }
+    }
+    for (const b of this.model.backingImages) this.add(new SpdkView(b.disk, b.lvol, b.path, 'backing-image', b.name, []));
+    const names = new Map<string, number>();
+    for (const d of disks) for (const l of d.lvs.lvols.values()) names.set(l.name, (names.get(l.name) ?? 0) + 1);
+    for (const d of disks) {
+      for (const l of [...d.lvs.lvols.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+        const suffix = names.get(l.name)! > 1 ? `@${pathPart(d.lvs.name || d.dev.path)}` : '';
+        this.add(new SpdkView(d, l, `lvols/${pathPart(l.name)}${suffix}.img`, 'lvol', l.name, lvolWarnings(l)));
+      }
+    }
+  }
+
+  private add(v: SpdkView): void {
+    let p = v.path;
+    for (let i = 2; this.byPath.has(p); i++) p = v.path.replace(/\.img$/, `~${i}.img`);
+    v.path = p;
+    this.list.push(v);
+    this.byPath.set(p, v);
+  }
+
+  views(): CatalogView[] {
+    return this.list;
+  }
+
+  view(path: string): CatalogView | undefined {
+    return this.byPath.get(path);
+  }
+
+  files(): CatalogFile[] {
+    return [{ path: 'catalog.json', content: () => Buffer.from(`${JSON.stringify(this.report(), null, 2)}\n`) }];
+  }
+
+  report(): object {
+    return spdkReport(this);
+  }
+
+  render(): string {
+    return renderText(this);
+  }
+
+  select(sel: ViewSelector): CatalogView {
+    const foreign = (['head', 'backup'] as const).filter((k) => sel[k] !== undefined);
+    if (foreign.length) throw new ChainfsError(this.label, `--${foreign[0]} does not apply to a v2 disk (use --volume/--replica/--snapshot, --backing-image or --lvol)`);
+    if (sel.lvol !== undefined) {
+      if (sel.volume ?? sel.replica ?? sel.snapshot ?? sel.backingImage) throw new ChainfsError(undefined, '--lvol names one lvol: give it alone');
+      const hits = this.list.filter((v) => v.kind === 'lvol' && (v.lvol.name === sel.lvol || v.path === `lvols/${pathPart(sel.lvol!)}.img`));
+      return this.one(hits, `lvol ${JSON.stringify(sel.lvol)}`, this.list.filter((v) => v.kind === 'lvol').map((v) => v.name));
+    }
+    if (sel.backingImage !== undefined) {
+      const hits = this.list.filter((v) => v.kind === 'backing-image' && v.name === sel.backingImage);
+      return this.one(hits, `backing image ${JSON.stringify(sel.backingImage)}`, this.model.backingImages.map((b) => b.name));
+    }
+    const r = this.pickReplica(sel);
+    if (sel.snapshot === undefined) {
+      if (!r.head) throw new ChainfsError(this.label, `replica ${r.name} has no head lvol on ${r.disk.dev.path} (only snapshots); pick one with --snapshot`);
+      return this.byPath.get(`${r.dir}/volume.img`)!;
+    }
+    const snaps = this.list.filter((v) => v.kind === 'snapshot' && v.path.startsWith(`${r.dir}/snapshots/`));
+    const want = sel.snapshot;
+    let hits = snaps.filter((v) => v.name === want || v.lvol.name === want || v.path.endsWith(`/${pathPart(want)}.img`));
+    if (hits.length === 0) hits = snaps.filter((v) => v.name.startsWith(want));
+    return this.one(hits, `snapshot ${JSON.stringify(want)} of replica ${r.name}`, snaps.map((v) => v.name));
+  }
+
+  /** The replica `sel` names, or the volume's salvage pick. */
+  private pickReplica(sel: ViewSelector): ReplicaEntry {
+    const all = this.model.volumes.flatMap((v) => v.replicas);
+    if (sel.replica !== undefined) {
+      const hits = all.filter((r) => (r.name === sel.replica || r.dir.endsWith(`/${sel.replica}`)) && (sel.volume === undefined || r.volume === sel.volume));
+      if (hits.length === 1) return hits[0];
+      if (hits.length > 1) throw new ChainfsError(this.label, `replica ${sel.replica} is on several disks: ${hits.map((r) => r.dir.split('/').pop()).join(', ')}; name one of those`);
+      throw new ChainfsError(this.label, `no replica ${JSON.stringify(sel.replica)}${sel.volume ? ` of volume ${sel.volume}` : ''}; replicas: ${all.map((r) => r.name).join(', ') || 'none'}`);
+    }
+    let vol = this.model.volumes.find((v) => v.name === sel.volume);
+    if (sel.volume === undefined) {
+      if (this.model.volumes.length !== 1) {
+        throw new ChainfsError(this.label, `${this.model.volumes.length === 0 ? 'no volume' : 'several volumes'} on this disk; pick one with --volume (${this.model.volumes.map((v) => v.name).join(', ') || 'none'}), or --lvol / --backing-image`);
+      }
+      vol = this.model.volumes[0];
+    }
+    if (!vol) throw new ChainfsError(this.label, `no volume ${JSON.stringify(sel.volume)}; volumes: ${this.model.volumes.map((v) => v.name).join(', ') || 'none'}`);
+    if (!vol.picked) throw new ChainfsError(this.label, `volume ${vol.name} has no replica with a readable head: ${vol.replicas.map((r) => `${r.name}: ${r.head?.problem ?? 'no head'}`).join('; ')}`);
+    return vol.picked;
+  }
+
+  private one(hits: SpdkView[], what: string, choices: string[]): SpdkView {
+    if (hits.length === 1) return hits[0];
+    if (hits.length > 1) throw new ChainfsError(this.label, `${what} matches several: ${hits.map((v) => v.path).join(', ')}`);
+    throw new ChainfsError(this.label, `no ${what}; choices: ${choices.join(', ') || 'none'}`);
+  }
+
+  close(): void {
+    for (const d of this.disks) d.close();
+  }
+}
+
+/** Warnings of a replica's head or snapshot view. */
+function replicaWarnings(r: ReplicaEntry, l: Lvol): string[] {
+  const w = lvolWarnings(l);
+  if (l === r.head && r.transient.some((t) => t.longhorn.transient === 'rebuilding')) w.push(`replica ${r.name} was being rebuilt (a -rebuilding lvol exists): its data may be incomplete`);
+  return w;
+}
+
+function lvolWarnings(l: Lvol): string[] {
+  const w: string[] = [];
+  if (l.torn?.outcome === 'kept') w.push(`${l.name} is a snapshot torn by a crash (${l.torn.xattr}); its clone points to it, so SPDK's load keeps it as a snapshot`);
+  if (l.torn?.outcome === 'dropped') w.push(`${l.name} is a snapshot torn by a crash (${l.torn.xattr}) that SPDK's load would delete: not a real snapshot of the volume`);
+  if (l.longhorn.role === 'transient') w.push(`${l.name} is a transient lvol (${l.longhorn.transient}): Longhorn removes it when the operation ends`);
+  return w;
+}
+
+export class SpdkView implements CatalogView {
+  path: string;
+  readonly kind: ViewKind;
+  readonly name: string;
+  readonly size: number;
+  readonly allocatedBytes: number;
+  readonly mtime: Date;
+  readonly ctime: Date;
+  readonly mode: number;
+  readonly problem: string | undefined;
+  readonly disk: Disk;
+  readonly lvol: Lvol;
+  readonly warnings: string[];
+
+  constructor(disk: Disk, lvol: Lvol, path: string, kind: ViewKind, name: string, warnings: string[]) {
+    this.disk = disk;
+    this.lvol = lvol;
+    this.path = path;
+    this.kind = kind;
+    this.name = name;
+    this.warnings = warnings;
+    this.size = lvol.size;
+    this.problem = lvol.problem ? `lvol ${lvol.name}: ${lvol.problem}` : undefined;
+    const cs = disk.lvs.bs.sb.clusterSize;
+    const chain = this.problem ? [lvol] : chainOf(lvol, disk.lvs.lvols);
+    this.allocatedBytes = Math.min(this.size, chain.reduce((n, l) => n + l.allocatedClusters * cs, 0));
+    const created = Date.parse(lvol.xattrs.creation_time ?? '');
+    this.mtime = Number.isNaN(created) ? disk.dev.stat.mtime : new Date(created);
+    this.ctime = this.mtime;
+    this.mode = disk.dev.stat.mode & 0o444;
+  }
+
+  async open(opts: ChainOptions): Promise<OpenedView> {
+    if (this.problem) throw new ChainfsError(this.disk.dev.path, this.problem);
+    const layers = chainOf(this.lvol, this.disk.lvs.lvols).map((l) => this.disk.layer(l));
+    const chain = new Chain(layers, this.size, opts);
+    return { chain, files: [this.disk.dev.path], roots: [], warnings: [...this.warnings], close: () => undefined };
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * Longhorn v2 disks (SPDK lvstores on a block device or an image file) as a
+ * source: detected by the blobstore signature `SPDKBLOB` at byte 0; several
+ * disks open as one catalog (a volume's replicas may be on several).
+ */
+import { ChainfsError } from '../../errors';
+import type { Catalog, SourceKind, SourceOptions } from '../catalog';
+import { SpdkCatalog } from './catalog';
+import { hasSignature } from './device';
+import { Disk } from './disk';
+
+export const source: SourceKind = {
+  kind: 'spdk',
+  detect: (arg: string) => hasSignature(arg),
+  open: async (args: string[], opts: SourceOptions): Promise<Catalog> => openSpdk(args, opts),
+};
+
+/**
+ * Opens the disks read-only. With several disks, one that cannot be read
+ * at all (no valid super block) becomes a warning and the rest are served;
+ * with one, that is the error. Throws ChainfsError.
+ */
+export function openSpdk(args: string[], opts: SourceOptions = {}): SpdkCatalog {
+  const warnings: string[] = [];
+  const disks: Disk[] = [];
+  const seen = new Set<string>();
+  let lastError: unknown;
+  for (const a of args) {
+    try {
+      const d = Disk.open(a, opts.force ?? false, (m) => warnings.push(m));
+      const id = `${d.dev.stat.dev}:${d.dev.stat.ino}:${d.dev.stat.rdev}`;
+      if (seen.has(id)) { d.close(); throw new ChainfsError(a, 'given twice'); }
+      seen.add(id);
+      disks.push(d);
+    } catch (e) {
+      if (!(e instanceof ChainfsError) || args.length === 1) { for (const d of disks) d.close(); throw e; }
+      lastError = e;
+      warnings.push(`skipped: ${(e as Error).message}`);
+    }
+  }
+  if (disks.length === 0) throw lastError;
+  return new SpdkCatalog(disks, warnings);
+}

@@ -1,0 +1,119 @@
+/**
+ * Longhorn's view of one or more v2 disks: volumes → replicas (a head and
+ * its snapshots, per disk) → chains, backing images, transient and torn
+ * lvols, and which replica of a volume the v2 engine's salvage would pick.
+ *
+ * Salvage (longhorn-spdk-engine, format document §C step 8): among the
+ * usable replicas of a volume, those whose head has the most allocated
+ * clusters; ties are equivalent (the first, by disk order then name, is
+ * picked and the others are named).
+ */
+import type { Disk } from './disk';
+import type { Lvol } from './lvstore';
+
+export interface ReplicaEntry {
+  disk: Disk;
+  /** The replica's name (= its head lvol's name). */
+  name: string;
+  volume: string;
+  /** Mount-tree directory: `volumes/<volume>/replicas/<replica>` (+ `@<lvstore>` when the name is on several disks). */
+  dir: string;
+  head?: Lvol;
+  /** Snapshots of this replica (torn ones SPDK keeps included), oldest first by creation order of blob chain. */
+  snapshots: Lvol[];
+  /** Transient lvols of this replica (rebuilding, expired, cloning, clone entry points). */
+  transient: Lvol[];
+}
+
+export interface VolumeEntry {
+  name: string;
+  replicas: ReplicaEntry[];
+  /** The salvage pick (undefined when no replica has a usable head). */
+  picked?: ReplicaEntry;
+  /** Replicas equivalent to the pick (same head allocation). */
+  equivalent: ReplicaEntry[];
+}
+
+export interface BackingImageEntry {
+  disk: Disk;
+  name: string;
+  lvol: Lvol;
+  /** Mount-tree path. */
+  path: string;
+}
+
+export interface Model {
+  volumes: VolumeEntry[];
+  backingImages: BackingImageEntry[];
+}
+
+/** Groups the lvols of `disks` by Longhorn's names. */
+export function buildModel(disks: Disk[]): Model {
+  const replicas = new Map<string, ReplicaEntry>();
+  const byDisk = new Map<string, string[]>();
+  const backingImages: BackingImageEntry[] = [];
+  const biNames = new Set<string>();
+  for (const disk of disks) {
+    for (const l of disk.lvs.lvols.values()) {
+      const n = l.longhorn;
+      if (n.role === 'backing-image') {
+        const taken = biNames.has(n.backingImage!);
+        biNames.add(n.backingImage!);
+        const name = taken ? `${n.backingImage}@${disk.lvs.name || disk.dev.path}` : n.backingImage!;
+        backingImages.push({ disk, name, lvol: l, path: `backing-images/${pathPart(name)}.img` });
+        continue;
+      }
+      if (!n.replica || !n.volume) continue;
+      const key = `${disks.indexOf(disk)}\0${n.replica}`;
+      let r = replicas.get(key);
+      if (!r) {
+        r = { disk, name: n.replica, volume: n.volume, dir: '', snapshots: [], transient: [] };
+        replicas.set(key, r);
+        byDisk.set(n.replica, [...(byDisk.get(n.replica) ?? []), key]);
+      }
+      if (n.role === 'replica-head') r.head = l;
+      else if (n.role === 'snapshot' && l.torn?.outcome !== 'dropped') r.snapshots.push(l);
+      else if (n.role === 'transient') r.transient.push(l);
+    }
+  }
+  const volumes = new Map<string, VolumeEntry>();
+  for (const r of replicas.values()) {
+    const several = (byDisk.get(r.name) ?? []).length > 1;
+    r.dir = `volumes/${pathPart(r.volume)}/replicas/${pathPart(r.name)}${several ? `@${pathPart(r.disk.lvs.name || r.disk.dev.path)}` : ''}`;
+    r.snapshots.sort((a, b) => depth(a, r) - depth(b, r) || a.name.localeCompare(b.name));
+    let v = volumes.get(r.volume);
+    if (!v) volumes.set(r.volume, v = { name: r.volume, replicas: [], equivalent: [] });
+    v.replicas.push(r);
+  }
+  for (const v of volumes.values()) pick(v, disks);
+  return {
+    volumes: [...volumes.values()].sort((a, b) => a.name.localeCompare(b.name)),
+    backingImages: backingImages.sort((a, b) => a.name.localeCompare(b.name)),
+  };
+}
+
+function pick(v: VolumeEntry, disks: Disk[]): void {
+  const usable = v.replicas.filter((r) => r.head && !r.head.problem)
+    .sort((a, b) => b.head!.allocatedClusters - a.head!.allocatedClusters
+      || disks.indexOf(a.disk) - disks.indexOf(b.disk) || a.name.localeCompare(b.name));
+  v.picked = usable[0];
+  v.equivalent = usable.slice(1).filter((r) => r.head!.allocatedClusters === usable[0].head!.allocatedClusters);
+}
+
+/** Number of ancestors (SNAP) of a snapshot, so that a replica's snapshots list oldest first. */
+function depth(l: Lvol, r: ReplicaEntry): number {
+  let n = 0;
+  const lvols = r.disk.lvs.lvols;
+  const seen = new Set<number>();
+  for (let cur: Lvol | undefined = l; cur?.parentId !== undefined && !seen.has(cur.id); n++) {
+    seen.add(cur.id);
+    cur = lvols.get(cur.parentId);
+  }
+  return n;
+}
+
+/** A name as one path component: `/` and `%` escaped, `.`/`..` made harmless. */
+export function pathPart(name: string): string {
+  const s = name.replace(/%/g, '%25').replace(/\//g, '%2F').replace(/\0/g, '%00');
+  return s === '.' || s === '..' || s === '' ? `%${s}` : s;
+}
