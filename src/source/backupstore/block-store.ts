@@ -89,13 +89,27 @@ export class BlockStore {
     return p;
   }
 
+  /**
+   * Fetches and verifies a block without keeping it (verify: every block
+   * once, no cache churn). Shares a fetch already in flight. Throws BadBlock.
+   */
+  async check(ref: BlockRef): Promise<void> {
+    if (this.memory.has(ref.key)) return;
+    const p = this.inFlight.get(ref.key);
+    if (p) {
+      await p;
+      return;
+    }
+    await this.limited(() => this.load(ref, false));
+  }
+
   /** Whether the block is in memory or on its way. */
   has(ref: BlockRef): boolean {
     return this.memory.has(ref.key) || this.inFlight.has(ref.key);
   }
 
-  private async load(ref: BlockRef): Promise<Buffer> {
-    const fromDisk = await this.readDiskCache(ref);
+  private async load(ref: BlockRef, keep = true): Promise<Buffer> {
+    const fromDisk = keep ? await this.readDiskCache(ref) : undefined;
     if (fromDisk) {
       this.stats.diskHits++;
       this.memory.set(ref.key, fromDisk);
@@ -111,8 +125,10 @@ export class BlockStore {
     this.stats.fetched++;
     this.stats.fetchedBytes += raw.length;
     const plain = await decodeBlock(raw, ref.compression, ref.checksum, ref.blockSize, ref.exact);
-    this.memory.set(ref.key, plain);
-    this.writeDiskCache(ref, plain);
+    if (keep) {
+      this.memory.set(ref.key, plain);
+      this.writeDiskCache(ref, plain);
+    }
     return plain;
   }
 
