@@ -21,7 +21,7 @@ export function program(): Command {
     },
   };
   p.configureOutput(output);
-  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand()]) {
+  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand(), (require('./compare') as typeof import('./compare')).compareCommand()]) {
     p.addCommand(c.exitOverride().configureOutput(output));
   }
   return p;

@@ -17,6 +17,7 @@ import { Chain } from '../../chain/chain';
 import { ChainfsError } from '../../errors';
 import { openImage } from '../../layer/open-image';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewKind, ViewSelector } from '../catalog';
+import { findWriters } from '../replica/live';
 import { didYouMean } from '../replica/replica';
 import { indexBackingImages, servedCopy, type NodeBackingImage } from './backing-images';
 import { checkSizes, replicaFacts, type ReplicaFacts } from './facts';
@@ -124,6 +125,22 @@ export class NodeCatalog implements Catalog {
     return out;
   }
 
+  /** Every served replica's `snapshots/`, and each volume's `replicas/` (shown even when none is served). */
+  directories(): string[] {
+    const out: string[] = [];
+    for (const v of this.volumes) {
+      out.push(`volumes/${v.name}/replicas`);
+      for (const r of this.served(v)) out.push(...(r.catalog!.directories?.() ?? []));
+    }
+    return out;
+  }
+
+  /** Processes with files under a root open for writing: one /proc walk per root, not per replica. */
+  inUse(): string[] {
+    return this.roots.flatMap((r) => findWriters(r.path).map((w) =>
+      `${w.file}: open for writing by process ${w.pid} (${w.command}): a replica on ${r.path} is in use; views that change while mounted fail with EIO`));
+  }
+
   report(): NodeReport {
     if (!this.reportMemo) {
       const perRoot = new Map<string, number>();
@@ -176,15 +193,16 @@ export class NodeCatalog implements Catalog {
       }
       if (!r.catalog) throw new ChainfsError(r.path, r.unusable ?? 'not readable');
       if (r.unusable && !this.force) throw new ChainfsError(r.path, `not usable: ${r.unusable}; pass --force to read it anyway`);
-      return r.catalog.select(inner);
+      return new WithWarnings(r.catalog.select(inner), r.catalog.warnings);
     }
     const pick = v.replicas.find((x) => x.id === v.pick.pick);
     if (!pick?.catalog) {
       const list = v.replicas.map((x) => `${x.id} (${x.unusable ? `unusable: ${x.unusable}` : x.revisionCounter.kind === 'value' ? `revision.counter ${x.revisionCounter.value}` : 'no revision.counter'})`);
       throw new ChainfsError(this.label, `volume ${v.name}: no replica Longhorn would pick (${v.pick.rule}: ${v.pick.why}); choose one with --replica: ${list.join(', ')}`);
     }
-    if (inner.snapshot === undefined && inner.head === undefined) return this.view(`volumes/${v.name}/volume.img`)!;
-    return pick.catalog.select(inner);
+    const chosen = inner.snapshot === undefined && inner.head === undefined
+      ? this.view(`volumes/${v.name}/volume.img`)! : pick.catalog.select(inner);
+    return new WithWarnings(chosen, pick.catalog.warnings);
   }
 
   private volumeFor(sel: ViewSelector): VolumeFacts {
@@ -228,6 +246,25 @@ class AliasView implements CatalogView {
 
   open(opts: ChainOptions): Promise<OpenedView> {
     return this.target.open(opts);
+  }
+}
+
+/**
+ * A selected replica view that also hands over its replica's warnings
+ * (Dirty, Rebuilding with --force, orphans) when opened: the node's own
+ * warnings leave them out, or 500 replicas would speak on every command.
+ */
+class WithWarnings extends AliasView {
+  private readonly extra: string[];
+
+  constructor(target: CatalogView, extra: string[]) {
+    super(target.path, target.kind, target.name, target);
+    this.extra = extra;
+  }
+
+  override async open(opts: ChainOptions): Promise<OpenedView> {
+    const v = await super.open(opts);
+    return { ...v, warnings: [...this.extra, ...v.warnings.filter((w) => !this.extra.includes(w))], close: () => v.close() };
   }
 }
 
