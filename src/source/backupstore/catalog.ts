@@ -15,6 +15,7 @@ import { Chain, type ChainOptions } from '../../chain/chain';
 import { ChainfsError, oneLine } from '../../errors';
 import { BackupBlocksLayer, type BadBlockRecord } from '../../layer/backup-blocks';
 import type { Layer } from '../../layer/layer';
+import { openImage } from '../../layer/open-image';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewSelector } from '../catalog';
 import { BlockStore } from './block-store';
 import { parseBlocks, type BlockMap } from './cfg';
@@ -291,7 +292,6 @@ class BackupView implements CatalogView {
     const opts = this.cat.sourceOptions;
     if (vol.backingImageName && !opts.noBacking) {
       if (opts.backingFile) {
-        const { openImage } = require('../../layer/open-image') as typeof import('../../layer/open-image');
         const img = openImage(opts.backingFile);
         layers.push(img.layer);
         warnings.push(...img.warnings);
