@@ -106,6 +106,8 @@ export function clientConfig(region: string | undefined, maxSockets: number): S3
     region: region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
     endpoint,
     forcePathStyle: endpoint !== undefined && !virtualHosted,
+    // Blocks are verified by SHA-512 anyway; an extra CRC over every body would only cost CPU.
+    responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: { httpAgent: { keepAlive: true, maxSockets }, httpsAgent: agent },
   };
 }
