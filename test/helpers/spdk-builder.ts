@@ -27,6 +27,8 @@ export interface BlobModel {
   readOnly: boolean;
   /** Device cluster per cluster, 0 = unallocated. */
   clusters: number[];
+  /** Md page of the extent page of each 512-cluster range (0 = none yet), allocated on the range's first cluster as SPDK does. */
+  extentPages: number[];
   parent?: number;
   xattrs: Map<string, Buffer>;
   internal: Map<string, Buffer>;
@@ -102,6 +104,7 @@ export class SpdkDiskBuilder {
         const dc = this.allocCluster();
         this.data.set(dc, this.readCluster(b.parent, c));
         b.clusters[c] = dc;
+        this.needExtentPage(b, c);
       }
       const inC = pos - c * this.clusterSize;
       const n = Math.min(this.clusterSize - inC, offset + data.length - pos);
@@ -117,6 +120,8 @@ export class SpdkDiskBuilder {
     const id = this.newBlob(name, 0);
     const s = this.blob(id);
     s.clusters = o.clusters;
+    s.extentPages = o.extentPages;
+    o.extentPages = [];
     s.readOnly = true;
     if (o.parent !== undefined) this.setParent(id, o.parent);
     for (const [k, v] of Object.entries(xattrs)) s.xattrs.set(k, Buffer.from(`${v}\0`));
@@ -152,10 +157,14 @@ export class SpdkDiskBuilder {
       for (let i = 0; i < c.clusters.length; i++) {
         if (c.clusters[i] === 0 && i < b.clusters.length && b.clusters[i] !== 0) { c.clusters[i] = b.clusters[i]; b.clusters[i] = 0; }
       }
+      for (const p of b.extentPages) if (p) this.usedPages.delete(p);
+      b.extentPages = [];
+      for (let i = 0; i < c.clusters.length; i++) if (c.clusters[i] !== 0) this.needExtentPage(c, i);
       if (b.parent !== undefined) this.setParent(c.id, b.parent);
       else { c.parent = undefined; c.internal.delete('SNAP'); }
     }
     for (const dc of b.clusters) if (dc !== 0) this.data.delete(dc);
+    for (const p of b.extentPages) if (p) this.usedPages.delete(p);
     this.blobs.delete(id);
     this.usedPages.delete(id - 2 ** 32);
     this.ops.push({ op: 'delete', id });
@@ -201,6 +210,11 @@ export class SpdkDiskBuilder {
     return this.readCluster(b.parent, c);
   }
 
+  private needExtentPage(b: BlobModel, cluster: number): void {
+    const r = Math.floor(cluster / 512);
+    if (this.extentTable && !b.extentPages[r]) b.extentPages[r] = this.allocPage();
+  }
+
   private newBlob(name: string, clusters: number): number {
     const page = this.allocPage();
     const id = 2 ** 32 + page;
@@ -208,7 +222,7 @@ export class SpdkDiskBuilder {
     nameBuf.write(name);
     const uuid = fakeUuid();
     this.blobs.set(id, {
-      id, name, uuid, thin: true, readOnly: false, clusters: new Array(clusters).fill(0),
+      id, name, uuid, thin: true, readOnly: false, clusters: new Array(clusters).fill(0), extentPages: [],
       xattrs: new Map([['name', nameBuf], ['uuid', Buffer.from(`${uuid}\0`)], ['creation_time', Buffer.from('2026-11-30T08:00:00Z\0')]]),
       internal: new Map(),
     });
@@ -241,11 +255,11 @@ export class SpdkDiskBuilder {
       const pages = new Set(this.usedPages);
       const take = () => { for (let p = 1; p < this.mdLen; p++) if (!pages.has(p)) { pages.add(p); return p; } throw new Error('md full'); };
       const sup = this.serialize({
-        id: 2 ** 32, name: '', uuid: '', thin: false, readOnly: false, clusters: [],
+        id: 2 ** 32, name: '', uuid: '', thin: false, readOnly: false, clusters: [], extentPages: [],
         xattrs: new Map([['uuid', Buffer.from(`${this.lvsUuid}\0`)], ['name', Buffer.from(`${this.lvsName}\0`)]]), internal: new Map(),
-      }, take);
+      });
       this.writePages(fd, 2 ** 32, sup, layout, take);
-      for (const b of [...this.blobs.values()].sort((x, y) => x.id - y.id)) this.writePages(fd, b.id, this.serialize(b, take), layout, take);
+      for (const b of [...this.blobs.values()].sort((x, y) => x.id - y.id)) this.writePages(fd, b.id, this.serialize(b), layout, take);
       for (const [dc, buf] of this.data) fs.writeSync(fd, buf, 0, buf.length, dc * this.clusterSize);
       const usedMd = [...layout.values()].flat();
       const usedClusters = [...Array(this.firstData).keys(), ...[...this.data.keys()]];
@@ -283,7 +297,7 @@ export class SpdkDiskBuilder {
   }
 
   /** The descriptors of a blob, packed into pages' descriptor areas; extent pages written through `take`. */
-  private serialize(b: BlobModel, take: () => number): { descs: Buffer[]; extentPages: { page: number; body: Buffer }[] } {
+  private serialize(b: BlobModel): { descs: Buffer[]; extentPages: { page: number; body: Buffer }[] } {
     const descs: Buffer[] = [];
     let invalid = (b.thin ? 1 : 0) | (b.internal.size ? 2 : 0);
     const extentPages: { page: number; body: Buffer }[] = [];
@@ -293,13 +307,13 @@ export class SpdkDiskBuilder {
       const entries: number[] = [];
       for (let start = 0; start < b.clusters.length; start += 512) {
         const part = b.clusters.slice(start, start + 512);
-        if (part.every((c) => c === 0)) {
+        const page = b.extentPages[start / 512] ?? 0;
+        if (!page) {
           const last = entries.length - 2;
           if (last >= 0 && entries[last] === 0) entries[last + 1]++;
           else entries.push(0, 1);
           continue;
         }
-        const page = take();
         const body = Buffer.alloc(4 + 4 * part.length);
         body.writeUInt32LE(start, 0);
         part.forEach((c, i) => body.writeUInt32LE(c, 4 + 4 * i));

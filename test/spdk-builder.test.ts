@@ -1,0 +1,198 @@
+/**
+ * v2 disks from the test blobstore writer: clean and crashed lvstores, extent
+ * tables and RLE, Longhorn's histories (chains, a deleted middle snapshot,
+ * a revert, an expansion, two volumes interleaved, torn snapshots). Oracle:
+ * the writer's own model of each lvol. The writer itself is cross-checked
+ * against SPDK: replaying a fixture's ops.log gives the fixture's metadata.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openSpdk } from '../src/source/spdk/index';
+import { blobIdHex } from '../src/source/spdk/md-page';
+import type { SpdkCatalog } from '../src/source/spdk/catalog';
+import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';
+import {
+  REP_A, REP_B, VOL_A, VOL_B, chainScenario, deletedMiddleScenario, expansionScenario, revertScenario, tornScenario, twoVolumesScenario,
+} from './helpers/spdk-scenarios';
+import { FIXTURES, FIXTURE_NAMES, readView } from './helpers/spdk-oracle';
+
+let dir: string;
+beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spdk-b-')); });
+afterAll(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+
+let n = 0;
+function build(b: SpdkDiskBuilder, clean = true): string {
+  const file = path.join(dir, `d${n++}.img`);
+  b.build(file, { clean });
+  return file;
+}
+
+/** Every lvol the writer made reads as its model says, through the lvols/ views; nothing else is there. */
+async function expectModel(cat: SpdkCatalog, b: SpdkDiskBuilder): Promise<void> {
+  const lvols = cat.disks[0].lvs.lvols;
+  expect([...lvols.values()].map((l) => l.name).sort()).toEqual([...b.blobs.values()].map((x) => x.name).sort());
+  for (const m of b.blobs.values()) {
+    const l = lvols.get(m.id)!;
+    expect(l.name).toBe(m.name);
+    expect(l.parentId).toBe(m.parent);
+    expect(Array.from(l.blob.clusters)).toEqual(m.clusters);
+    const v = cat.view(`lvols/${m.name}.img`)!;
+    expect(v.problem).toBeUndefined();
+    expect((await readView(v)).equals(b.read(m.id)), m.name).toBe(true);
+  }
+}
+
+describe('the test writer against SPDK', () => {
+  it.each(FIXTURE_NAMES)('replaying %s/ops.log gives the metadata SPDK wrote', (name) => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(FIXTURES, name, 'manifest.json'), 'utf8'));
+    const ops = fs.readFileSync(path.join(FIXTURES, name, 'ops.log'), 'utf8').trim().split('\n');
+    const init = /name=(\S+) uuid=(\S+)/.exec(ops[0])!;
+    const b = new SpdkDiskBuilder({ clusters: manifest.image.size_bytes / MiB, lvsName: init[1], lvsUuid: init[2] });
+    const id = (nm: string) => b.byName(nm).id;
+    for (const line of ops.slice(1)) {
+      const w = line.split(' ');
+      const kv = Object.fromEntries(w.filter((x) => x.includes('=')).map((x) => x.split('=')));
+      if (w[0] === 'create') b.create(w[1], Number(kv.size));
+      else if (w[0] === 'write' || w[0] === 'write_zeroes') b.write(id(w[1]), Number(kv.off), Buffer.alloc(Number(kv.len), w[0] === 'write' ? 1 : 0));
+      else if (w[0] === 'snapshot') b.snapshot(id(w[1]), w[3]);
+      else if (w[0] === 'clone') b.clone(id(w[1]), w[3]);
+      else if (w[0] === 'resize') b.resize(id(w[1]), Number(w[3]));
+      else if (w[0] === 'delete') b.delete(id(w[1]));
+      else if (w[0] !== 'lvs_unload') throw new Error(`unknown op ${line}`);
+      if (kv.blobid) expect(blobIdHex(id(w[0] === 'create' ? w[1] : w[3]))).toBe(kv.blobid);
+    }
+    const cat = openSpdk([build(b)]);
+    try {
+      const got = [...cat.disks[0].lvs.lvols.values()].map((l) => {
+        const map: Record<string, number> = {};
+        l.blob.clusters.forEach((c, i) => { if (c) map[String(i)] = c; });
+        return { name: l.name, id: blobIdHex(l.id), parent: l.parentId === undefined ? null : blobIdHex(l.parentId), size: l.size, map, md: l.blob.pages, ep: l.blob.extentPages };
+      }).sort((x, y) => x.name.localeCompare(y.name));
+      const want = manifest.lvols.map((m: Record<string, unknown>) => ({
+        name: m.name, id: m.blob_id, parent: m.parent_blob_id, size: m.size_bytes, map: m.cluster_map, md: m.md_pages, ep: m.extent_pages,
+      })).sort((x: { name: string }, y: { name: string }) => x.name.localeCompare(y.name));
+      expect(got).toEqual(want);
+      expect(cat.disks[0].lvs.bs.freeClusters).toBe(manifest.lvstore.free_clusters);
+    } finally {
+      cat.close();
+    }
+  });
+});
+
+describe.each([
+  { clean: true, extentTable: true },
+  { clean: false, extentTable: true },
+  { clean: true, extentTable: false },
+])('v2 disk written clean=$clean extentTable=$extentTable', ({ clean, extentTable }) => {
+  const open = (scenario: (b: SpdkDiskBuilder) => void) => {
+    const b = new SpdkDiskBuilder({ extentTable });
+    scenario(b);
+    const cat = openSpdk([build(b, clean)]);
+    expect(cat.disks[0].lvs.bs.enumeration).toBe(clean ? 'blobid-mask' : 'metadata-scan');
+    expect(cat.warnings).toEqual([]);
+    return { b, cat };
+  };
+  const dirA = `volumes/${VOL_A}/replicas/${REP_A}`;
+
+  it('a chain of three snapshots', async () => {
+    const { b, cat } = open(chainScenario);
+    await expectModel(cat, b);
+    expect(cat.views().filter((v) => v.kind !== 'lvol').map((v) => v.path).sort()).toEqual(
+      [`${dirA}/snapshots/s1.img`, `${dirA}/snapshots/s2.img`, `${dirA}/snapshots/s3.img`, `${dirA}/volume.img`]);
+    expect((await readView(cat.select({}))).equals(b.read(b.byName(REP_A).id))).toBe(true);
+    expect((await readView(cat.select({ snapshot: 's2' }))).equals(b.read(b.byName(`${REP_A}-snap-s2`).id))).toBe(true);
+    expect(cat.render()).toContain('chain: head -> snap:s3 -> snap:s2 -> snap:s1');
+    cat.close();
+  });
+
+  it('a deleted middle snapshot: its child relinked to its parent', async () => {
+    const { b, cat } = open(deletedMiddleScenario);
+    await expectModel(cat, b);
+    expect(cat.render()).toContain('chain: head -> snap:s3 -> snap:s1');
+    cat.close();
+  });
+
+  it('a revert: the head recreated as a clone of an older snapshot', async () => {
+    const { b, cat } = open(revertScenario);
+    await expectModel(cat, b);
+    expect(cat.render()).toContain('chain: head -> snap:s1\n');
+    expect(cat.view(`${dirA}/snapshots/s3.img`)).toBeDefined();
+    cat.close();
+  });
+
+  it('an expansion: zeros past the snapshot\'s end', async () => {
+    const { b, cat } = open(expansionScenario);
+    await expectModel(cat, b);
+    const head = await readView(cat.select({}));
+    expect(head.length).toBe(10 * MiB);
+    expect(head.subarray(4 * MiB, 7 * MiB).every((x) => x === 0)).toBe(true);
+    cat.close();
+  });
+
+  it('two volumes interleaved, one on a backing image', async () => {
+    const { b, cat } = open(twoVolumesScenario);
+    await expectModel(cat, b);
+    expect(() => cat.select({})).toThrow(/several volumes/);
+    expect(cat.select({ volume: VOL_B }).path).toBe(`volumes/${VOL_B}/replicas/${REP_B}/volume.img`);
+    expect((await readView(cat.select({ backingImage: 'base' }))).equals(b.read(b.byName(`bi-base-disk-${b.lvsUuid}`).id))).toBe(true);
+    expect(cat.view('backing-images/base.img')).toBeDefined();
+    expect(cat.render()).toContain('chain: head -> snap:b1 -> bi:base');
+    cat.close();
+  });
+
+  it('torn snapshots: one SPDK keeps, one it would delete; a transient lvol', async () => {
+    const { b, cat } = open(tornScenario);
+    await expectModel(cat, b);
+    const lv = (nm: string) => [...cat.disks[0].lvs.lvols.values()].find((l) => l.name === nm)!;
+    expect(lv(`${REP_A}-snap-torn-late`).torn?.outcome).toBe('kept');
+    expect(lv(`${REP_A}-snap-torn-early`).torn?.outcome).toBe('dropped');
+    expect(cat.view(`${dirA}/snapshots/torn-early.img`)).toBeUndefined();
+    expect(cat.view(`${dirA}/snapshots/torn-late.img`)).toBeDefined();
+    const opened = await cat.view(`lvols/${REP_A}-snap-torn-early.img`)!.open({});
+    expect(opened.warnings.join()).toMatch(/torn by a crash \(SNAPTMP\) that SPDK's load would delete/);
+    expect((await cat.view(`${dirA}/snapshots/torn-late.img`)!.open({})).warnings.join()).toMatch(/SPDK's load keeps it/);
+    const text = cat.render();
+    expect(text).toMatch(/torn-early .*TORN snapshot \(SNAPTMP\) that SPDK's load would delete/);
+    expect(text).toContain(`transient ${REP_A}-rebuilding (rebuilding)`);
+    cat.close();
+  });
+});
+
+describe('v2 disk metadata shapes', () => {
+  it('a metadata chain of several pages and an extent table with unallocated ranges', async () => {
+    const b = new SpdkDiskBuilder({ clusters: 560 });
+    const h = b.create(REP_A, 1030 * MiB);
+    for (let i = 0; i < 3; i++) b.blob(h).xattrs.set(`big${i}`, Buffer.alloc(1500, 0x41 + i));
+    b.write(h, 520 * MiB + 5, Buffer.from('hello'));
+    const cat = openSpdk([build(b, false)]);
+    const l = cat.disks[0].lvs.lvols.get(h)!;
+    expect(l.blob.pages.length).toBe(2);
+    expect(l.blob.extentPages.length).toBe(1);
+    expect(l.blob.numClusters).toBe(1030);
+    expect(l.xattrs.big2).toBe('C'.repeat(1500));
+    expect(Array.from(l.blob.clusters)).toEqual(b.blob(h).clusters);
+    const o = await cat.select({}).open({});
+    const buf = Buffer.alloc(2 * MiB);
+    o.chain.read(buf, 0, 2 * MiB, 519 * MiB);
+    const want = Buffer.alloc(2 * MiB);
+    want.write('hello', MiB + 5);
+    expect(buf.equals(want)).toBe(true);
+    cat.close();
+  });
+
+  it('several disks: a volume\'s replicas compared, the one with most head clusters picked', async () => {
+    const disks = [3, 5, 5].map((writes, i) => {
+      const b = new SpdkDiskBuilder({ lvsName: `disk-${i}` });
+      const h = b.create(`${VOL_A}-r-0000000${i}`, 8 * MiB);
+      for (let k = 0; k < writes; k++) b.write(h, k * MiB, Buffer.alloc(10, k + 1));
+      return build(b);
+    });
+    const cat = openSpdk(disks);
+    expect(cat.select({ volume: VOL_A }).path).toBe(`volumes/${VOL_A}/replicas/${VOL_A}-r-00000001/volume.img`);
+    expect((cat.report() as { volumes: { equivalent: string[] }[] }).volumes[0].equivalent).toEqual([`volumes/${VOL_A}/replicas/${VOL_A}-r-00000002`]);
+    expect(cat.render()).toMatch(/r-00000002 on disk-2 \[equivalent\]/);
+    cat.close();
+  });
+});
