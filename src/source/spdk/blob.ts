@@ -64,8 +64,29 @@ export function loadBlob(id: number, readPage: PageReader, mdLen: number): Blob 
     parseChain(blob, readPage, mdLen);
   } catch (e) {
     blob.problem = (e as Error).message;
+    if (!blob.xattrs.has('name')) salvageName(blob, readPage);
   }
   return blob;
+}
+
+/**
+ * For a blob that failed to load: its `name` xattr from its first page, if
+ * that much parses, so that messages and the tree can say which lvol is
+ * damaged. The blob stays unreadable.
+ */
+function salvageName(blob: Blob, readPage: PageReader): void {
+  try {
+    const buf = readPage(pageOfBlobId(blob.id));
+    const descs = descriptors(buf);
+    if (typeof descs === 'string') return;
+    for (const d of descs) {
+      if (d.type !== DESC_XATTR || d.length < 4) continue;
+      const nameLen = buf.readUInt16LE(d.start);
+      if (buf.toString('latin1', d.start + 4, d.start + 4 + nameLen) === 'name') parseXattr(blob.xattrs, buf, d.start, d.length, 0);
+    }
+  } catch {
+    // nothing to salvage
+  }
 }
 
 class BlobError extends Error {}
