@@ -32,6 +32,9 @@ export class S3Target implements BackupTarget {
     this.label = label;
     this.bucket = loc.bucket;
     this.prefix = loc.prefix;
+    // The SDK's multi-line notice about its releases after January 2027 needing Node 22 is not the
+    // user's business at 3 a.m. (chainfs pins its SDK in package-lock.json); the user may still ask for it.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client(clientConfig(loc.region, Math.max(jobs ?? this.defaultJobs, 4)));
   }
 
