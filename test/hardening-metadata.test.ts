@@ -96,12 +96,12 @@ describe('usage errors', () => {
     const mp = path.join(tmp, 'mnt');
     fs.mkdirSync(mp);
     const cases: [string[], RegExp][] = [
-      [['cat'], /missing required argument 'dir'/],
+      [['cat'], /missing required argument 'source'/],
       [['map', r.dir, '--bogus'], /unknown option '--bogus'/],
-      [['inspect', r.dir, r.dir], /too many arguments/],
+      [['umount', mp, mp], /too many arguments/],
       [['inspect', r.dir, '--snapshot', 's1'], /unknown option '--snapshot'/],
       [['mount', r.dir, mp, '--cache-mb', '0'], /--cache-mb .* is invalid/],
-      [['mount', r.dir], /missing required argument 'mountpoint'/],
+      [['mount', r.dir], /mount needs a source and a mount point/],
       [['export', r.dir, path.join(tmp, 'o.img'), '--format', 'vmdk'], /--format .* is invalid/],
     ];
     const results = await Promise.all(cases.map(([args]) => runCli(args)));

@@ -88,8 +88,11 @@ function checkMountPoint(mp: string): void {
   }
   try {
     fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
-  } catch {
-    throw new ChainfsError('/dev/fuse', 'not available: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ChainfsError('/dev/fuse', 'not available: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse');
+    }
+    throw new ChainfsError('/dev/fuse', 'permission denied: mounting needs root, or membership of the group that owns /dev/fuse (often "fuse")');
   }
 }
 
@@ -122,7 +125,8 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   const logFile = opts.log ?? (ready ? defaultLogPath(mp) : undefined);
   const logFd = logFile ? openLog(logFile) : 2;
   const log = new Log(logFd, opts.debug);
-  for (const w of [...catalog.warnings, ...(catalog.inUse?.() ?? [])]) {
+  const unserved = views.filter((v) => v.problem).map((v) => `${v.path} is not served: ${v.problem}`);
+  for (const w of [...catalog.warnings, ...unserved, ...(catalog.inUse?.() ?? [])]) {
     log.info(`warning: ${w}`);
     if (ready) ready.say('warn', w);
     else if (logFd !== 2) warn(w);

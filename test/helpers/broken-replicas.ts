@@ -643,10 +643,55 @@ export function readAt(file: string, offset: number, length: number): Buffer | s
   }
 }
 
+/**
+ * What a broken case leaves readable, by hand from the chain s1 <- s2 <- head
+ * (the engine opens a view by its own chain only, issue #10): a broken head
+ * leaves s1 and s2, a broken s2 leaves s1, a broken s1 or backing image
+ * leaves nothing. `inspect` reads metadata only and reports the damage;
+ * it fails only where the directory or volume.meta cannot be read.
+ */
+export interface Damage {
+  /** inspect succeeds and its report names the problem. */
+  inspectOk: boolean;
+  /** Snapshot views that are still served exactly (by cat --snapshot and the mount). */
+  survivors: string[];
+}
+
+const HEAD_BROKEN = ['s1', 's2'];
+const S2_BROKEN = ['s1'];
+const DAMAGE: Record<string, Damage> = {
+  'volume.meta: Head does not exist': { inspectOk: true, survivors: HEAD_BROKEN },
+  'volume.meta: Rebuilding without --force': { inspectOk: true, survivors: [] },
+  'head .img.meta: invalid JSON': { inspectOk: true, survivors: HEAD_BROKEN },
+  '.img.meta: Parent is an absolute path': { inspectOk: true, survivors: HEAD_BROKEN },
+  'the head .img is missing': { inspectOk: true, survivors: HEAD_BROKEN },
+  'the head is a symlink to a file in the directory': { inspectOk: true, survivors: HEAD_BROKEN },
+  'a layer is a character device': { inspectOk: true, survivors: HEAD_BROKEN },
+  'the head .img is unreadable (nobody)': { inspectOk: true, survivors: HEAD_BROKEN },
+  '.img.meta: Removed is a number': { inspectOk: true, survivors: S2_BROKEN },
+  '.img.meta: Parent with /': { inspectOk: true, survivors: S2_BROKEN },
+  '.img.meta: a FIFO (never blocks)': { inspectOk: true, survivors: S2_BROKEN },
+  'a layer is a symlink leaving the directory': { inspectOk: true, survivors: S2_BROKEN },
+};
+const S1_OR_BACKING_BROKEN = [
+  'oldest snapshot .img.meta: invalid JSON', '.img.meta missing for a chain member',
+  '.img.meta: Parent names a snapshot that does not exist', 'Parent cycle (s1 -> s2 -> s1)', '.img.meta: unreadable (nobody)',
+  'a chain member .img is missing', 'a layer is a FIFO (never blocks)', 'a snapshot .img is unreadable (nobody)',
+];
+
+/** The damage of an open-stage case: the directory and volume.meta cases are fatal, the rest as listed. */
+export function damageOf(c: BrokenCase): Damage {
+  if (DAMAGE[c.name]) return DAMAGE[c.name];
+  if (S1_OR_BACKING_BROKEN.includes(c.name) || (c.base !== 'plain' && c.stage === 'open')) return { inspectOk: true, survivors: [] };
+  return { inspectOk: false, survivors: [] };
+}
+
 interface Prepared {
   b: BrokenReplica;
   before: ReturnType<typeof fingerprintTree>;
   runs: Map<Command, Run>;
+  /** cat --snapshot of each survivor. */
+  survivorRuns: Map<string, Run>;
   mp: string;
   log: string;
   outDir: string;
@@ -703,14 +748,22 @@ export function describeBrokenCases(cases: readonly BrokenCase[]): void {
     const commands = c.commands ?? COMMANDS;
     const want = () => ({ file: prepared[i].b.file, message: c.message });
     const readOk = (cmd: Command) => c.stage === 'read' && (cmd === 'inspect' || cmd === 'mount' || (cmd === 'map' && !c.mapFails));
+    const damage = damageOf(c);
+    const reportsIt = c.stage === 'open' && damage.inspectOk;
 
     for (const cmd of commands.filter((x) => x !== 'mount')) {
-      it(`${cmd}: ${readOk(cmd) ? 'succeeds' : 'one line naming the file, exit 1'}`, () => {
+      it(`${cmd}: ${readOk(cmd) ? 'succeeds' : cmd === 'inspect' && reportsIt ? 'succeeds and reports the damage' : 'one line naming the file, exit 1'}`, () => {
         const { runs, outDir } = prepared[i];
         const r = runs.get(cmd)!;
         if (readOk(cmd)) {
           expect(r.code, r.stderr).toBe(0);
           expect(r.stderr).toBe('');
+          return;
+        }
+        if (cmd === 'inspect' && reportsIt) {
+          expect(r.code, r.stderr).toBe(0);
+          expect(r.stderr).toBe('');
+          expect(r.stdout.toString()).toMatch(c.message);
           return;
         }
         expect(failureProblems(r, want())).toEqual([]);
@@ -720,7 +773,38 @@ export function describeBrokenCases(cases: readonly BrokenCase[]): void {
       });
     }
 
-    if (commands.includes('mount') && c.stage === 'open') {
+    for (const snap of c.stage === 'open' ? damage.survivors : []) {
+      it(`cat --snapshot ${snap}: served exactly (its chain does not need the broken file)`, () => {
+        const r = prepared[i].survivorRuns.get(snap)!;
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout.equals(prepared[i].b.built.model.view(`volume-snap-${snap}.img`))).toBe(true);
+      });
+    }
+
+    // (as nobody there is no FUSE at all: the survivors are checked through cat above)
+    if (commands.includes('mount') && c.stage === 'open' && damage.survivors.length > 0 && !c.asNobody) {
+      it(`mount: serves the surviving snapshots (${damage.survivors.join(', ')}) exactly, and the report says what is broken`, async () => {
+        const { runs, mp, b } = prepared[i];
+        const r = runs.get('mount')!;
+        expect(r.code, r.stderr).toBe(0);
+        try {
+          expect(fs.readdirSync(path.join(mp, 'snapshots')).sort()).toEqual(damage.survivors.map((s) => `${s}.img`));
+          for (const s of damage.survivors) {
+            expect(fs.readFileSync(path.join(mp, 'snapshots', `${s}.img`)).equals(b.built.model.view(`volume-snap-${s}.img`))).toBe(true);
+          }
+          const report = JSON.parse(fs.readFileSync(path.join(mp, 'chain.json'), 'utf8'));
+          const problems: string[] = [report.headProblem, ...report.snapshots.map((s: { problem?: string }) => s.problem)];
+          expect(problems.filter((p) => p && c.message.test(p)).length, JSON.stringify(problems)).toBeGreaterThan(0);
+          expect(r.stderr).toMatch(/warning: .* is not served: /);
+        } finally {
+          const u = await runCli(['umount', mp]);
+          expect(u.code, u.stderr).toBe(0);
+        }
+        expect(isMountPoint(mp)).toBe(false);
+      });
+    }
+
+    if (commands.includes('mount') && c.stage === 'open' && damage.survivors.length === 0) {
       it('mount: one line naming the file, exit 1, no mount and no daemon left', () => {
         const { runs, mp } = prepared[i];
         expect(failureProblems(runs.get('mount')!, want())).toEqual([]);
@@ -778,8 +862,14 @@ async function prepare(c: BrokenCase, i: number, tmp: string): Promise<Prepared>
     mount: ['mount', b.dir, mp, '--log', log],
   };
   const runs = new Map<Command, Run>();
-  await Promise.all((c.commands ?? COMMANDS).map(async (cmd) => {
-    runs.set(cmd, await runCli([...args[cmd], ...b.args], { asNobody: c.asNobody }));
-  }));
-  return { b, before, runs, mp, log, outDir };
+  const survivorRuns = new Map<string, Run>();
+  await Promise.all([
+    ...(c.commands ?? COMMANDS).map(async (cmd) => {
+      runs.set(cmd, await runCli([...args[cmd], ...b.args], { asNobody: c.asNobody }));
+    }),
+    ...(c.stage === 'open' ? damageOf(c).survivors : []).map(async (snap) => {
+      survivorRuns.set(snap, await runCli(['cat', b.dir, '--snapshot', snap], { asNobody: c.asNobody }));
+    }),
+  ]);
+  return { b, before, runs, survivorRuns, mp, log, outDir };
 }

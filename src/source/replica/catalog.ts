@@ -62,6 +62,21 @@ export class ReplicaCatalog implements Catalog {
     return this.replica.warnings;
   }
 
+  /**
+   * Why the backing image cannot be opened (unknown format, a bad qcow2
+   * header), or undefined: every view needs it, so each fails with it.
+   * Opening it reads its header only.
+   */
+  backingProblem(): string | undefined {
+    try {
+      this.layers.backing();
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof ChainfsError)) throw e;
+      return e.message;
+    }
+  }
+
   views(): CatalogView[] {
     if (!this.list) {
       const r = this.replica;
@@ -144,7 +159,7 @@ class ReplicaView implements CatalogView {
     this.kind = kind;
     this.rootFile = rootFile;
     this.root = root;
-    this.problem = r.chainProblem(rootFile);
+    this.problem = r.chainProblem(rootFile) ?? catalog.backingProblem();
     const isMain = rootFile === r.meta.head;
     const volume = path.basename(r.dir).replace(/-[0-9a-f]{8}$/, '');
     this.name = isMain ? volume : `${volume}-${root?.kind === 'snapshot' ? root.name : rootFile.replace(/\.img$/, '')}`;

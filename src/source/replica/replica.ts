@@ -83,8 +83,9 @@ export class Replica {
     let refused: string | undefined;
     if (meta.rebuilding) {
       // Only metadata is safe to show without --force: the views refuse.
+      // Without --force every view refuses with this (inspect shows the state): no warning to repeat it.
       if (!opts.force) refused = 'replica is Rebuilding (its data is incomplete); pass --force to read it anyway';
-      warnings.push(`${metaPath}: replica is Rebuilding: its data may be incomplete${opts.force ? ' (--force)' : '; its views need --force'}`);
+      else warnings.push(`${metaPath}: replica is Rebuilding: its data may be incomplete (--force)`);
     }
     if (meta.dirty) {
       warnings.push(`${metaPath}: Dirty is true: the replica was not closed cleanly, or is in use by an engine`);
@@ -103,13 +104,10 @@ export class Replica {
       }
     }
     const r = new Replica(abs, meta, recovered, disks, orphans, backing, refused, warnings);
-    for (const o of orphans) {
-      warnings.push(`${path.join(abs, o.file)}: layer file without a .meta (an interrupted rebuild or snapshot?): in no chain, as in the engine`);
-    }
-    const headProblem = r.chainProblem(meta.head);
-    if (headProblem) {
-      warnings.push(`the head's view (${meta.head}) is not readable: ${headProblem}`);
-    } else {
+    // Orphans, other heads and a broken head's chain are in the report
+    // (inspect, chain.json), not warnings: a command reading a view that
+    // does not need them is not concerned, one that does fails with the reason.
+    if (!r.chainProblem(meta.head)) {
       const head = r.chain(meta.head)[0];
       const headParent = (head.meta as DiskMeta).parent;
       if (!recovered && meta.parent !== headParent) {
@@ -119,9 +117,6 @@ export class Replica {
       if (head.stat && head.stat.size !== meta.size) {
         warnings.push(`${head.path}: file size ${head.stat.size} differs from volume.meta Size ${meta.size}; the volume is ${meta.size} bytes`);
       }
-    }
-    for (const h of r.otherHeads()) {
-      warnings.push(`${h.path}: a head file that is not volume.meta's head ${meta.head} (a copy, or a failed snapshot); its view is heads/${h.file}`);
     }
     return r;
   }
