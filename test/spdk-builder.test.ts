@@ -195,4 +195,22 @@ describe('v2 disk metadata shapes', () => {
     expect(cat.render()).toMatch(/r-00000002 on disk-2 \[equivalent\]/);
     cat.close();
   });
+
+  it('an encrypted volume (a LUKS header at byte 0) is served as ciphertext and said so; a changed image is noticed', async () => {
+    const b = new SpdkDiskBuilder();
+    const h = b.create(REP_A, 4 * MiB);
+    b.write(h, 0, Buffer.concat([Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe, 0, 2]), Buffer.alloc(100, 7)]));
+    b.snapshot(h, `${REP_A}-snap-x`);
+    const file = build(b);
+    const cat = openSpdk([file]);
+    expect(cat.render()).toContain('ENCRYPTED (LUKS header: served as ciphertext)');
+    const o = await cat.select({}).open({});
+    expect(o.warnings.join()).toMatch(/is encrypted \(its head starts with a LUKS header\): this view is ciphertext/);
+    expect((await readView(cat.select({}))).equals(b.read(h))).toBe(true);
+    const layer = o.chain.layers[0];
+    expect(layer.changed!()).toBeUndefined();
+    fs.appendFileSync(file, Buffer.alloc(512));
+    expect(layer.changed!()).toBe(`size changed from ${64 * MiB} to ${64 * MiB + 512}`);
+    cat.close();
+  });
 });

@@ -26,6 +26,8 @@ export interface LvolLayout {
   clusters: Uint32Array;
   /** The device's size in bytes (clusters past it cannot be read). */
   deviceSize: number;
+  /** Why the device no longer looks as at open (an image file's size or mtime moved), or undefined. */
+  changed?: () => string | undefined;
 }
 
 export class LvolLayer implements Layer {
@@ -37,6 +39,7 @@ export class LvolLayer implements Layer {
   private readonly cs: number;
   private readonly clusters: Uint32Array;
   private readonly deviceSize: number;
+  private readonly watch: (() => string | undefined) | undefined;
 
   /** `fd` is the device's (shared: the catalog closes it); `name` the lvol's. */
   constructor(fd: number, devicePath: string, name: string, layout: LvolLayout) {
@@ -46,6 +49,7 @@ export class LvolLayer implements Layer {
     this.cs = layout.clusterSize;
     this.clusters = layout.clusters;
     this.deviceSize = layout.deviceSize;
+    this.watch = layout.changed;
     this.size = layout.clusters.length * layout.clusterSize;
     let n = 0;
     for (let i = 0; i < layout.clusters.length; i++) if (layout.clusters[i] !== 0) n++;
@@ -115,6 +119,10 @@ export class LvolLayer implements Layer {
       each(pos, n, this.fd, delta, this.deviceSize);
       pos += n;
     }
+  }
+
+  changed(): string | undefined {
+    return this.watch?.();
   }
 
   close(): void {

@@ -140,6 +140,7 @@ export class SpdkCatalog implements Catalog {
 /** Warnings of a replica's head or snapshot view. */
 function replicaWarnings(r: ReplicaEntry, l: Lvol): string[] {
   const w = lvolWarnings(l);
+  if (r.encrypted) w.push(`volume ${r.volume} is encrypted (its head starts with a LUKS header): this view is ciphertext; open it with cryptsetup on a loop device`);
   if (l === r.head && r.transient.some((t) => t.longhorn.transient === 'rebuilding')) w.push(`replica ${r.name} was being rebuilt (a -rebuilding lvol exists): its data may be incomplete`);
   return w;
 }

@@ -47,6 +47,7 @@ export class Disk {
     if (!layer) {
       layer = new LvolLayer(this.dev.fd, this.dev.path, l.name, {
         clusterSize: this.lvs.bs.sb.clusterSize, clusters: l.blob.clusters, deviceSize: this.dev.size,
+        changed: () => this.changed(),
       });
       this.layers.set(l.id, layer);
     }

@@ -9,6 +9,7 @@
  * picked and the others are named).
  */
 import type { Disk } from './disk';
+import { startsWithLuks } from './encryption';
 import type { Lvol } from './lvstore';
 
 export interface ReplicaEntry {
@@ -23,6 +24,8 @@ export interface ReplicaEntry {
   snapshots: Lvol[];
   /** Transient lvols of this replica (rebuilding, expired, cloning, clone entry points). */
   transient: Lvol[];
+  /** The head starts with a LUKS header: an encrypted volume (served as ciphertext). */
+  encrypted: boolean;
 }
 
 export interface VolumeEntry {
@@ -67,7 +70,7 @@ export function buildModel(disks: Disk[]): Model {
       const key = `${disks.indexOf(disk)}\0${n.replica}`;
       let r = replicas.get(key);
       if (!r) {
-        r = { disk, name: n.replica, volume: n.volume, dir: '', snapshots: [], transient: [] };
+        r = { disk, name: n.replica, volume: n.volume, dir: '', snapshots: [], transient: [], encrypted: false };
         replicas.set(key, r);
         byDisk.set(n.replica, [...(byDisk.get(n.replica) ?? []), key]);
       }
@@ -80,6 +83,7 @@ export function buildModel(disks: Disk[]): Model {
   for (const r of replicas.values()) {
     const several = (byDisk.get(r.name) ?? []).length > 1;
     r.dir = `volumes/${pathPart(r.volume)}/replicas/${pathPart(r.name)}${several ? `@${pathPart(r.disk.lvs.name || r.disk.dev.path)}` : ''}`;
+    r.encrypted = r.head !== undefined && startsWithLuks(r.disk, r.head);
     r.snapshots.sort((a, b) => depth(a, r) - depth(b, r) || a.name.localeCompare(b.name));
     let v = volumes.get(r.volume);
     if (!v) volumes.set(r.volume, v = { name: r.volume, replicas: [], equivalent: [] });

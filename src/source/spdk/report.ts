@@ -66,7 +66,7 @@ function lvolReport(d: Disk, l: Lvol): object {
 function replicaReport(r: ReplicaEntry): object {
   const lvols = r.disk.lvs.lvols;
   return {
-    name: r.name, disk: r.disk.dev.path, lvstore: r.disk.lvs.name, path: r.dir,
+    name: r.name, disk: r.disk.dev.path, lvstore: r.disk.lvs.name, path: r.dir, encrypted: r.encrypted,
     size: r.head?.size, headAllocatedBytes: r.head ? r.head.allocatedClusters * r.disk.lvs.bs.sb.clusterSize : undefined,
     chain: r.head && !r.head.problem ? chainOf(r.head, lvols).map((l) => l.name) : undefined,
     problem: r.head ? r.head.problem : 'no head lvol',
@@ -98,7 +98,7 @@ export function renderText(c: SpdkCatalog): string {
       const cs = r.disk.lvs.bs.sb.clusterSize;
       const tag = v.picked === r ? ' [picked]' : v.equivalent.includes(r) ? ' [equivalent]' : '';
       const size = r.head ? `${formatBytes(r.head.size)}, head ${formatBytes(r.head.allocatedClusters * cs)} allocated` : 'no head lvol';
-      out.push(`  replica ${r.name} on ${r.disk.lvs.name || r.disk.dev.path}${tag}: ${size}`);
+      out.push(`  replica ${r.name} on ${r.disk.lvs.name || r.disk.dev.path}${tag}: ${size}${r.encrypted ? ', ENCRYPTED (LUKS header: served as ciphertext)' : ''}`);
       if (r.head?.problem) out.push(`    PROBLEM: ${r.head.problem}`);
       else if (r.head) out.push(`    chain: ${chainOf(r.head, r.disk.lvs.lvols).map((l) => short(l, r)).join(' -> ')}`);
       for (const s of r.snapshots) {

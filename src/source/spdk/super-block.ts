@@ -72,10 +72,12 @@ export function parseSuperBlock(buf: Buffer, file: string, deviceSize: number): 
     mdStart: buf.readUInt32LE(48),
     mdLen: buf.readUInt32LE(52),
     bstype,
-    usedBlobidMask: version >= 2 ? { start: buf.readUInt32LE(72), len: buf.readUInt32LE(76) } : { start: 0, len: 0 },
-    size: version >= 3 ? u64(buf, 80, file, 'size') : 0,
-    ioUnitSize: version >= 3 ? buf.readUInt32LE(88) : 0,
-    mdPageSize: version >= 3 ? buf.readUInt32LE(92) : 0,
+    // Fields later versions added were reserved (zero) before: read them
+    // whatever the version, as SPDK does (`bs_parse_super`).
+    usedBlobidMask: { start: buf.readUInt32LE(72), len: buf.readUInt32LE(76) },
+    size: u64(buf, 80, file, 'size'),
+    ioUnitSize: buf.readUInt32LE(88),
+    mdPageSize: buf.readUInt32LE(92),
     crc,
   };
   if (sb.size === 0) sb.size = deviceSize;
@@ -99,7 +101,8 @@ function checkBounds(sb: SuperBlock, file: string): void {
   for (const [name, m] of [['used_page_mask', sb.usedPageMask], ['used_cluster_mask', sb.usedClusterMask], ['used_blobid_mask', sb.usedBlobidMask]] as const) {
     if (m.len > 0 && (m.start === 0 || m.start + m.len > sb.mdStart)) throw bad(`${name} (pages ${m.start}+${m.len}) overlaps the super block or the metadata region`);
   }
-  if ((sb.superBlob >= 2 ** 32 ? sb.superBlob - 2 ** 32 : -1) >= sb.mdLen) throw bad(`super_blob 0x${sb.superBlob.toString(16)} is outside the metadata region`);
+  const superPage = sb.superBlob - 2 ** 32;
+  if (sb.superBlob !== 0 && (superPage < 0 || superPage >= sb.mdLen)) throw bad(`super_blob 0x${sb.superBlob.toString(16)} is not a blob id of the metadata region`);
 }
 
 function u64(buf: Buffer, at: number, file: string, what: string): number {
