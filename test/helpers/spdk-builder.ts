@@ -65,21 +65,26 @@ export function fakeUuid(): string {
 export class SpdkDiskBuilder {
   readonly clusterSize = MiB;
   readonly totalClusters: number;
-  readonly mdStart = 4;
+  readonly mdStart: number;
   readonly mdLen: number;
+  /** Pages of the three masks (used md pages, used clusters, used blob ids), after the super block. */
+  private readonly maskPages: [number, number, number];
   readonly firstData: number;
   readonly lvsName: string;
   readonly lvsUuid: string;
   readonly extentTable: boolean;
   readonly blobs = new Map<number, BlobModel>();
   readonly ops: Op[] = [];
-  /** Content of each used device cluster. */
-  private readonly data = new Map<number, Buffer>();
+  /** Content of each used device cluster (null: zeros, not stored; see `allocateZero`). */
+  private readonly data = new Map<number, Buffer | null>();
   private readonly usedPages = new Set<number>([0]);
 
   constructor(opts: BuilderOptions = {}) {
     this.totalClusters = opts.clusters ?? 64;
     this.mdLen = this.totalClusters;
+    const pages = (bits: number) => Math.ceil((5 + Math.ceil(bits / 8)) / PAGE);
+    this.maskPages = [pages(this.mdLen), pages(this.totalClusters), pages(this.mdLen)];
+    this.mdStart = 1 + this.maskPages[0] + this.maskPages[1] + this.maskPages[2];
     this.firstData = Math.ceil((this.mdStart + this.mdLen) / (this.clusterSize / PAGE));
     this.lvsName = opts.lvsName ?? 'disk-1';
     this.lvsUuid = opts.lvsUuid ?? fakeUuid();
@@ -108,10 +113,25 @@ export class SpdkDiskBuilder {
       }
       const inC = pos - c * this.clusterSize;
       const n = Math.min(this.clusterSize - inC, offset + data.length - pos);
-      data.copy(this.data.get(b.clusters[c])!, inC, pos - offset, pos - offset + n);
+      let target = this.data.get(b.clusters[c]);
+      if (!target) this.data.set(b.clusters[c], target = Buffer.alloc(this.clusterSize));
+      data.copy(target, inC, pos - offset, pos - offset + n);
       pos += n;
     }
     this.ops.push({ op: 'write', id, offset, data });
+  }
+
+  /**
+   * Allocates cluster `c` of lvol `id` holding zeros (not its parent's
+   * bytes), with no data kept or written: metadata-heavy images
+   * (benchmarks) cheaply; not a history SPDK would make.
+   */
+  allocateZero(id: number, c: number): void {
+    const b = this.blob(id);
+    if (b.clusters[c] !== 0) throw new Error('allocateZero: cluster already allocated');
+    b.clusters[c] = this.allocCluster();
+    this.data.set(b.clusters[c], null);
+    this.needExtentPage(b, c);
   }
 
   /** Snapshot of `origin` named `name` (Longhorn's xattrs given); returns the snapshot's id. */
@@ -206,7 +226,7 @@ export class SpdkDiskBuilder {
     if (id === undefined) return Buffer.alloc(this.clusterSize);
     const b = this.blob(id);
     if (c >= b.clusters.length) return Buffer.alloc(this.clusterSize);
-    if (b.clusters[c] !== 0) return Buffer.from(this.data.get(b.clusters[c])!);
+    if (b.clusters[c] !== 0) return Buffer.from(this.data.get(b.clusters[c]) ?? Buffer.alloc(this.clusterSize));
     return this.readCluster(b.parent, c);
   }
 
@@ -234,10 +254,9 @@ export class SpdkDiskBuilder {
     throw new Error('md region full');
   }
 
+  /** The lowest free cluster, as SPDK's `bs_allocate_cluster` takes it. */
   private allocCluster(): number {
-    const used = new Set<number>();
-    for (const b of this.blobs.values()) for (const c of b.clusters) if (c) used.add(c);
-    for (let c = this.firstData; c < this.totalClusters; c++) if (!used.has(c)) return c;
+    for (let c = this.firstData; c < this.totalClusters; c++) if (!this.data.has(c)) return c;
     throw new Error('disk full');
   }
 
@@ -260,13 +279,14 @@ export class SpdkDiskBuilder {
       });
       this.writePages(fd, 2 ** 32, sup, layout, take);
       for (const b of [...this.blobs.values()].sort((x, y) => x.id - y.id)) this.writePages(fd, b.id, this.serialize(b), layout, take);
-      for (const [dc, buf] of this.data) fs.writeSync(fd, buf, 0, buf.length, dc * this.clusterSize);
+      for (const [dc, buf] of this.data) if (buf) fs.writeSync(fd, buf, 0, buf.length, dc * this.clusterSize);
       const usedMd = [...layout.values()].flat();
       const usedClusters = [...Array(this.firstData).keys(), ...[...this.data.keys()]];
       if (clean) {
+        const [pm, cm] = this.maskPages;
         writeMask(fd, 1, 0, this.mdLen, usedMd);
-        writeMask(fd, 2, 1, this.totalClusters, usedClusters);
-        writeMask(fd, 3, 2, this.mdLen, [...layout.keys()].map((id) => id - 2 ** 32));
+        writeMask(fd, 1 + pm, 1, this.totalClusters, usedClusters);
+        writeMask(fd, 1 + pm + cm, 2, this.mdLen, [...layout.keys()].map((id) => id - 2 ** 32));
       }
       fs.writeSync(fd, this.superBlock(clean), 0, PAGE, 0);
     } finally {
@@ -283,12 +303,12 @@ export class SpdkDiskBuilder {
     s.writeUInt32LE(clean ? 1 : 0, 16);
     s.writeBigUInt64LE(2n ** 32n, 20);
     s.writeUInt32LE(this.clusterSize, 28);
-    const maskPages = (bits: number) => Math.ceil((5 + Math.ceil(bits / 8)) / PAGE);
-    s.writeUInt32LE(1, 32); s.writeUInt32LE(maskPages(this.mdLen), 36);
-    s.writeUInt32LE(2, 40); s.writeUInt32LE(maskPages(this.totalClusters), 44);
+    const [pm, cm, bm] = this.maskPages;
+    s.writeUInt32LE(1, 32); s.writeUInt32LE(pm, 36);
+    s.writeUInt32LE(1 + pm, 40); s.writeUInt32LE(cm, 44);
     s.writeUInt32LE(this.mdStart, 48); s.writeUInt32LE(this.mdLen, 52);
     s.write('LVOLSTORE', 56, 'latin1');
-    s.writeUInt32LE(3, 72); s.writeUInt32LE(maskPages(this.mdLen), 76);
+    s.writeUInt32LE(1 + pm + cm, 72); s.writeUInt32LE(bm, 76);
     s.writeBigUInt64LE(BigInt(this.totalClusters * this.clusterSize), 80);
     s.writeUInt32LE(512, 88);
     s.writeUInt32LE(PAGE, 92);
