@@ -6,16 +6,22 @@
  * Cost: ranges that both images resolve to zeros without data (holes all
  * the way down, zero clusters) are not read at all; every other byte is read
  * once from each side, in CHUNK-sized sequential reads on the thread pool,
- * the next chunk of both sides in flight while the current one is compared
- * (memcmp per chunk, per 4 KiB block only where the chunk differs). Memory:
- * four CHUNK buffers.
+ * the next DEPTH chunks of both sides in flight while the current one is
+ * compared (memcmp per chunk, per 64 KiB and 4 KiB only where it differs).
+ * Memory: 2 x DEPTH x CHUNK = 8 MiB.
  */
 import type { ImageSource, ResolvedRun } from './source';
 
 /** The comparison unit: the engine's block (VolumeSectorSize). */
 export const COMPARE_BLOCK = 4096;
-/** One sequential read per side: 8 MiB keeps a disk streaming and the pipeline short. */
-const CHUNK = 8 << 20;
+/**
+ * One read per side: 1 MiB is sequential enough for the kernel's readahead
+ * to stream a disk, and small enough that both chunks are still in the CPU
+ * cache when they are compared (8 MiB chunks measured 1.5x slower hot).
+ */
+const CHUNK = 1 << 20;
+/** Chunks of both sides in flight: keeps two readers busy on two cores while the oldest is compared. */
+const DEPTH = 4;
 /** Runs are listed per window: bounded memory for the run lists of a huge, fragmented image. */
 const WINDOW = 256 << 20;
 
@@ -60,21 +66,30 @@ export async function compareImages(a: ComparableImage, b: ComparableImage, opts
   };
   let readBytes = 0;
   const chunks = readPlan(a, b, common);
-  const bufs = [[Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)], [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)]];
-  const load = (c: Span, slot: number) => Promise.all([
-    a.readAsync(bufs[slot][0], 0, c.length, c.start), b.readAsync(bufs[slot][1], 0, c.length, c.start)]);
-  let next = chunks.next();
-  let pending = next.done ? undefined : load(next.value, 0);
-  let slot = 0;
-  while (!next.done) {
-    const cur = next.value;
-    await pending;
-    next = chunks.next();
-    pending = next.done ? undefined : load(next.value, slot ^ 1);
-    diffChunk(bufs[slot][0], bufs[slot][1], cur, add);
-    readBytes += cur.length;
-    opts.progress?.(cur.start + cur.length, common);
-    slot ^= 1;
+  // DEPTH chunks of both sides in flight on the thread pool while the oldest is compared.
+  const free: (readonly [Buffer, Buffer])[] = Array.from({ length: DEPTH }, () => [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)] as const);
+  const inFlight: Promise<{ span: Span; bufs: readonly [Buffer, Buffer] }>[] = [];
+  const issue = (): boolean => {
+    const n = chunks.next();
+    if (n.done) return false;
+    const span = n.value;
+    const bufs = free.pop()!;
+    inFlight.push(Promise.all([a.readAsync(bufs[0], 0, span.length, span.start), b.readAsync(bufs[1], 0, span.length, span.start)])
+      .then(() => ({ span, bufs })));
+    return true;
+  };
+  try {
+    while (free.length > 0 && issue()) { /* fill the pipeline */ }
+    while (inFlight.length > 0) {
+      const { span, bufs } = await inFlight.shift()!;
+      diffChunk(bufs[0], bufs[1], span, add);
+      readBytes += span.length;
+      opts.progress?.(span.start + span.length, common);
+      free.push(bufs);
+      issue();
+    }
+  } finally {
+    await Promise.allSettled(inFlight); // no read may land in a buffer after we return
   }
   if (a.size !== b.size) add(common, Math.max(a.size, b.size));
   const differingBytes = diffs.reduce((s, d) => s + d.length, 0);
