@@ -213,4 +213,14 @@ describe('v2 disk metadata shapes', () => {
     expect(layer.changed!()).toBe(`size changed from ${64 * MiB} to ${64 * MiB + 512}`);
     cat.close();
   });
+
+  it.each([true, false])('16 KiB metadata pages (md_page_size, SPDK v25.01+), clean=%s', async (clean) => {
+    const b = new SpdkDiskBuilder({ mdPageSize: 16384 });
+    chainScenario(b);
+    const cat = openSpdk([build(b, clean)]);
+    expect(cat.disks[0].lvs.bs.sb.mdPageSize).toBe(16384);
+    expect(cat.disks[0].lvs.bs.enumeration).toBe(clean ? 'blobid-mask' : 'metadata-scan');
+    await expectModel(cat, b);
+    cat.close();
+  });
 });

@@ -72,6 +72,14 @@ describe('a damaged super block is one line', () => {
     patch(file, 0, (p) => { p.writeUInt32LE(1 << 30, 52); }, true);
     expect(openError(file)).toMatch(/metadata region \(pages 4\+1073741824\) lies outside the blobstore/);
   });
+  it('an older super block (version 2: no size, io_unit_size, md_page_size) reads with their defaults', async () => {
+    const { b, file } = disk(chainScenario);
+    patch(file, 0, (p) => { p.writeUInt32LE(2, 8); p.fill(0, 80, 96); }, true);
+    const cat = openSpdk([file]);
+    expect(cat.disks[0].lvs.bs.sb).toMatchObject({ version: 2, size: 64 * MiB, ioUnitSize: 4096, mdPageSize: 4096 });
+    expect((await readView(cat.select({}))).equals(b.read(b.byName(REP_A).id))).toBe(true);
+    cat.close();
+  });
   it('an image cut inside the super block', () => {
     const { file } = disk(chainScenario);
     fs.truncateSync(file, 2000);

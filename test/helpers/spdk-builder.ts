@@ -49,6 +49,8 @@ export interface BuilderOptions {
   lvsUuid?: string;
   /** EXTENT_TABLE + extent pages (SPDK's default for lvols) or EXTENT_RLE. */
   extentTable?: boolean;
+  /** Stride of metadata pages (SPDK v25.01+: the device's physical block when larger than 4 KiB). */
+  mdPageSize?: number;
 }
 
 export interface BuildOptions {
@@ -67,6 +69,8 @@ export class SpdkDiskBuilder {
   readonly totalClusters: number;
   readonly mdStart: number;
   readonly mdLen: number;
+  /** md_page_size: the stride of md pages and mask pages (each page's struct stays 4 KiB). */
+  readonly mdPageSize: number;
   /** Pages of the three masks (used md pages, used clusters, used blob ids), after the super block. */
   private readonly maskPages: [number, number, number];
   readonly firstData: number;
@@ -82,10 +86,11 @@ export class SpdkDiskBuilder {
   constructor(opts: BuilderOptions = {}) {
     this.totalClusters = opts.clusters ?? 64;
     this.mdLen = this.totalClusters;
-    const pages = (bits: number) => Math.ceil((5 + Math.ceil(bits / 8)) / PAGE);
+    this.mdPageSize = opts.mdPageSize ?? PAGE;
+    const pages = (bits: number) => Math.ceil((5 + Math.ceil(bits / 8)) / this.mdPageSize);
     this.maskPages = [pages(this.mdLen), pages(this.totalClusters), pages(this.mdLen)];
     this.mdStart = 1 + this.maskPages[0] + this.maskPages[1] + this.maskPages[2];
-    this.firstData = Math.ceil((this.mdStart + this.mdLen) / (this.clusterSize / PAGE));
+    this.firstData = Math.ceil((this.mdStart + this.mdLen) / (this.clusterSize / this.mdPageSize));
     this.lvsName = opts.lvsName ?? 'disk-1';
     this.lvsUuid = opts.lvsUuid ?? fakeUuid();
     this.extentTable = opts.extentTable ?? true;
@@ -284,9 +289,10 @@ export class SpdkDiskBuilder {
       const usedClusters = [...Array(this.firstData).keys(), ...[...this.data.keys()]];
       if (clean) {
         const [pm, cm] = this.maskPages;
-        writeMask(fd, 1, 0, this.mdLen, usedMd);
-        writeMask(fd, 1 + pm, 1, this.totalClusters, usedClusters);
-        writeMask(fd, 1 + pm + cm, 2, this.mdLen, [...layout.keys()].map((id) => id - 2 ** 32));
+        const ps = this.mdPageSize;
+        writeMask(fd, ps, 1, 0, this.mdLen, usedMd);
+        writeMask(fd, ps, 1 + pm, 1, this.totalClusters, usedClusters);
+        writeMask(fd, ps, 1 + pm + cm, 2, this.mdLen, [...layout.keys()].map((id) => id - 2 ** 32));
       }
       fs.writeSync(fd, this.superBlock(clean), 0, PAGE, 0);
     } finally {
@@ -311,7 +317,7 @@ export class SpdkDiskBuilder {
     s.writeUInt32LE(1 + pm + cm, 72); s.writeUInt32LE(bm, 76);
     s.writeBigUInt64LE(BigInt(this.totalClusters * this.clusterSize), 80);
     s.writeUInt32LE(512, 88);
-    s.writeUInt32LE(PAGE, 92);
+    s.writeUInt32LE(this.mdPageSize, 92);
     s.writeUInt32LE(crc32c(s, 0, 4092), 4092);
     return s;
   }
@@ -387,7 +393,7 @@ export class SpdkDiskBuilder {
       Buffer.concat(a).copy(p, 16);
       p.writeUInt32LE(i + 1 < pageNums.length ? pageNums[i + 1] : NO_NEXT, 4088);
       p.writeUInt32LE(crc32c(p, 0, 4092), 4092);
-      fs.writeSync(fd, p, 0, PAGE, (this.mdStart + pageNums[i]) * PAGE);
+      fs.writeSync(fd, p, 0, PAGE, this.pageOffset(pageNums[i]));
     });
     for (const e of s.extentPages) {
       const p = Buffer.alloc(PAGE);
@@ -395,13 +401,13 @@ export class SpdkDiskBuilder {
       desc(6, e.body).copy(p, 16);
       p.writeUInt32LE(NO_NEXT, 4088);
       p.writeUInt32LE(crc32c(p, 0, 4092), 4092);
-      fs.writeSync(fd, p, 0, PAGE, (this.mdStart + e.page) * PAGE);
+      fs.writeSync(fd, p, 0, PAGE, this.pageOffset(e.page));
     }
   }
 
   /** Byte offset of md page `page` (relative to md_start) in the image. */
   pageOffset(page: number): number {
-    return (this.mdStart + page) * PAGE;
+    return (this.mdStart + page) * this.mdPageSize;
   }
 }
 
@@ -425,10 +431,10 @@ export function u64(n: number): Buffer {
   return b;
 }
 
-function writeMask(fd: number, page: number, type: number, bits: number, set: number[]): void {
-  const m = Buffer.alloc(Math.ceil((5 + Math.ceil(bits / 8)) / PAGE) * PAGE);
+function writeMask(fd: number, pageSize: number, page: number, type: number, bits: number, set: number[]): void {
+  const m = Buffer.alloc(Math.ceil((5 + Math.ceil(bits / 8)) / pageSize) * pageSize);
   m[0] = type;
   m.writeUInt32LE(bits, 1);
   for (const i of set) m[5 + (i >> 3)] |= 1 << (i & 7);
-  fs.writeSync(fd, m, 0, m.length, page * PAGE);
+  fs.writeSync(fd, m, 0, m.length, page * pageSize);
 }
