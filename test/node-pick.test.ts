@@ -193,6 +193,15 @@ describe('the pick rule on real data roots', () => {
   });
 });
 
+describe('fragile salvage inputs', () => {
+  it('warns when a salvage candidate\'s head mtime has no sub-second part (a copy that kept whole seconds?)', () => {
+    const w = report.warnings.filter((x) => /no sub-second part/.test(x));
+    // salv: 1ddddddd (T) and 3ddddddd (T - 5 s) are whole seconds, 2ddddddd (T - 4.999 s) is not; rc uses the counter rule.
+    expect(w.find((x) => x.startsWith('volume salv:'))).toMatch(/salv-1ddddddd, salv-3ddddddd has no/);
+    expect(w.some((x) => x.startsWith('volume rc:'))).toBe(false);
+  });
+});
+
 describe('the pick rule as a function (hand-derived cases)', () => {
   const r = (dir: string, rc: number | null, t: bigint, s: number) => ({ dir, revisionCounter: rc === null ? null : BigInt(rc), headMtimeNs: t, headAllocatedBytes: s });
   it('salvage window is strict at exactly 5 s and inclusive of 4.999999999 s', () => {

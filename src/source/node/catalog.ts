@@ -84,6 +84,11 @@ export class NodeCatalog implements Catalog {
         dir: r.id, revisionCounter: r.revisionCounter.kind === 'value' ? r.revisionCounter.value : null,
         headMtimeNs: r.headMtimeNs!, headAllocatedBytes: r.headAllocatedBytes!,
       })));
+      const whole = replicas.filter((r) => !r.unusable && r.headMtimeNs !== null && r.headMtimeNs % 1_000_000_000n === 0n);
+      if (pick.rule === 'salvage' && whole.length > 0) {
+        warnings.push(`volume ${name}: head mtime of ${whole.map((r) => r.id).join(', ')} has no sub-second part: ` +
+          'if the files were copied by a tool that keeps only whole seconds, the 5 s salvage window may not match the original disks');
+      }
       return { name, size, pick, replicas };
     });
     const users = new Map<string, string[]>();

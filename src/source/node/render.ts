@@ -5,14 +5,16 @@ import type { NodeReport, ReplicaRow } from './report';
 
 export function renderNode(r: NodeReport): string {
   const lines: string[] = ['roots:'];
-  lines.push(table([['  PATH', 'DISK UUID', 'CFG', 'REPLICAS', 'BACKING IMAGES'],
-    ...r.roots.map((x) => [`  ${x.path}`, x.diskUUID ?? '(no longhorn-disk.cfg)', x.cfgShape ?? '-', String(x.replicas), String(x.backingImages)])]));
+  const rootNo = new Map(r.roots.map((x, i) => [x.path, `#${i + 1}`]));
+  lines.push(table([['  #', 'PATH', 'DISK UUID', 'CFG', 'REPLICAS', 'BACKING IMAGES'],
+    ...r.roots.map((x, i) => [`  #${i + 1}`, x.path, x.diskUUID ?? '(no longhorn-disk.cfg)', x.cfgShape ?? '-', String(x.replicas), String(x.backingImages)])]));
   for (const v of r.volumes) {
     lines.push('', `volume ${v.name}  ${v.size === null ? 'size unknown' : `${formatBytes(v.size)} (${v.size} bytes)`}`);
-    lines.push(table([['  REPLICA', 'ROOT', 'STATE', 'COUNTER', 'HEAD MTIME', 'HEAD ALLOCATED', 'CHAIN', 'NEWEST SNAPSHOT', 'LONGHORN'],
-      ...v.replicas.map((x) => [`  ${x.id ?? x.dir}${v.pick === (x.id ?? x.dir) ? ' *' : ''}`, x.root, state(x),
-        x.revisionCounter === null ? '-' : String(x.revisionCounter), x.headMtime ?? '-',
-        x.headAllocatedBytes === null ? '-' : formatBytes(x.headAllocatedBytes), x.chainLength === null ? '-' : String(x.chainLength),
+    lines.push(table([['  REPLICA', 'ROOT', 'STATE', 'COUNTER', 'HEAD', 'HEAD MTIME (ns)', 'ALLOCATED', 'APPARENT', 'CHAIN', 'NEWEST SNAPSHOT', 'LONGHORN'],
+      ...v.replicas.map((x) => [`  ${x.id ?? x.dir}${v.pick === (x.id ?? x.dir) ? ' *' : ''}`, rootNo.get(x.root) ?? x.root, state(x),
+        x.revisionCounter === null ? '-' : String(x.revisionCounter), x.head ?? '-', x.headMtime ?? '-',
+        x.headAllocatedBytes === null ? '-' : formatBytes(x.headAllocatedBytes), x.headSize === null ? '-' : formatBytes(x.headSize),
+        x.chainLength === null ? '-' : String(x.chainLength),
         x.newestSnapshot ? `${x.newestSnapshot.name} ${x.newestSnapshot.created}` : '-',
         x.kept ? 'kept' : x.usable && v.rule !== 'ambiguous' ? 'ERR (rebuilt from the pick)' : '-'])]));
     lines.push(v.pick ? `  pick: ${v.pick} (${v.rule}): ${v.why}` : `  no pick (${v.rule}): ${v.why}${v.replicas.length ? '; choose with --replica DIR' : ''}`);
