@@ -52,6 +52,9 @@ beforeAll(() => {
         // revision counter: the highest (12) wins over a newer head mtime and more bytes -> rc-2aaaaaaa, the only one kept.
         rep('1aaaaaaa', 'rc', 8, 10, { revisionCounter: 10, headMtimeNs: T + 10n * S }),
         rep('2aaaaaaa', 'rc', 2, 20, { revisionCounter: 12, headMtimeNs: T }),
+        // counter tie (7), mtimes differ by 1 ns: the newer head wins over more allocated bytes -> rcmt-1abababa.
+        rep('1abababa', 'rcmt', 1, 35, { revisionCounter: 7, headMtimeNs: T }),
+        rep('2abababa', 'rcmt', 6, 45, { revisionCounter: 7, headMtimeNs: T - 1n }),
         // counter tie and mtime tie: the most allocated head bytes (4 blocks > 2 blocks) -> rctie-2bbbbbbb.
         rep('1bbbbbbb', 'rctie', 2, 30, { revisionCounter: 7, headMtimeNs: T }),
         rep('2bbbbbbb', 'rctie', 4, 40, { revisionCounter: 7, headMtimeNs: T }),
@@ -115,6 +118,12 @@ describe('the pick rule on real data roots', () => {
     expect([v.rule, v.pick]).toEqual(['revision-counter', 'rc-2aaaaaaa']);
     expect(kept(v)).toEqual(['rc-2aaaaaaa']);
     expect(v.replicas.map((r) => r.revisionCounter)).toEqual([10, 12]);
+  });
+
+  it('revision counter tie: the newest head mtime (by 1 ns) before the most allocated bytes; both kept', () => {
+    const v = volume('rcmt');
+    expect([v.rule, v.pick]).toEqual(['revision-counter', 'rcmt-1abababa']);
+    expect(kept(v)).toEqual(['rcmt-1abababa', 'rcmt-2abababa']);
   });
 
   it('revision counter tie, same mtime: the most allocated head bytes', () => {

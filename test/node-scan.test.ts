@@ -100,6 +100,13 @@ describe('data roots with backing images on several disks, the same directory na
     // A copy whose size differs: the copies disagree.
     const copy = path.join(node.roots[1], 'backing-images', 'bi-pvc-bi-1f2e3d4c', 'backing');
     fs.appendFileSync(copy, Buffer.alloc(512));
+    // Same size on both disks, but the recorded checksums differ.
+    for (const [i, sum] of [[0, 'aa'], [1, 'bb']] as const) {
+      const d = path.join(node.roots[i], 'backing-images', 'other-0f0f0f0f');
+      fs.mkdirSync(d, { recursive: true });
+      fs.writeFileSync(path.join(d, 'backing'), Buffer.alloc(4096, 7));
+      fs.writeFileSync(path.join(d, 'backing.cfg'), `{"name":"other","uuid":"0f0f0f0f","size":4096,"expectedChecksum":"","currentChecksum":"${sum}"}`);
+    }
     // A backing image no replica uses, and one whose copy never finished.
     fs.mkdirSync(path.join(node.roots[1], 'backing-images', 'golden-0c0ffee0'));
     fs.writeFileSync(path.join(node.roots[1], 'backing-images', 'golden-0c0ffee0', 'backing'), Buffer.alloc(4096));
@@ -117,11 +124,12 @@ describe('data roots with backing images on several disks, the same directory na
       expect(bi.copies.map((x) => x.root)).toEqual(node.roots);
       expect(bi.usedBy).toEqual(['pvc-bi-aaaa0001']);
       expect(bi.mismatch).toMatch(/sizes differ/);
-      expect(rep.unusedBackingImages.sort()).toEqual(['golden-0c0ffee0', 'half-12345678']);
+      expect(rep.unusedBackingImages.sort()).toEqual(['golden-0c0ffee0', 'half-12345678', 'other-0f0f0f0f']);
+      expect(rep.backingImages.find((b) => b.dir === 'other-0f0f0f0f')!.mismatch).toMatch(/^copies disagree: recorded checksums/);
       expect(rep.backingImages.find((b) => b.dir === 'half-12345678')!.copies[0].problems.join()).toMatch(/backing\.tmp/);
       expect(rep.warnings.join('\n')).toMatch(/bi-pvc-bi-1f2e3d4c: copies disagree/);
       expect(c.views().map((v) => v.path).filter((p) => p.startsWith('backing-images/')).sort())
-        .toEqual(['backing-images/bi-pvc-bi.img', 'backing-images/golden.img']);
+        .toEqual(['backing-images/bi-pvc-bi.img', 'backing-images/golden.img', 'backing-images/other.img']);
     } finally {
       c.close();
     }

@@ -53,6 +53,10 @@ export interface CompareResult {
 export interface CompareOptions {
   /** Called after each chunk with the bytes covered so far (of min(sizeA, sizeB)). */
   progress?: (done: number, total: number) => void;
+  /** Bytes per read (default CHUNK; a multiple of 4096): for measurements. */
+  chunkBytes?: number;
+  /** Chunks in flight (default DEPTH): for measurements. */
+  depth?: number;
 }
 
 /** Compares `a` and `b` byte for byte. Read errors (LayerReadError) propagate. */
@@ -65,9 +69,11 @@ export async function compareImages(a: ComparableImage, b: ComparableImage, opts
     else diffs.push({ start, length: end - start });
   };
   let readBytes = 0;
-  const chunks = readPlan(a, b, common);
+  const chunk = opts.chunkBytes ?? CHUNK;
+  const depth = opts.depth ?? DEPTH;
+  const chunks = readPlan(a, b, common, chunk);
   // DEPTH chunks of both sides in flight on the thread pool while the oldest is compared.
-  const free: (readonly [Buffer, Buffer])[] = Array.from({ length: DEPTH }, () => [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)] as const);
+  const free: (readonly [Buffer, Buffer])[] = Array.from({ length: depth }, () => [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)] as const);
   const inFlight: Promise<{ span: Span; bufs: readonly [Buffer, Buffer] }>[] = [];
   const issue = (): boolean => {
     const n = chunks.next();
@@ -108,28 +114,28 @@ interface Span {
  * The chunks to read, in order: [0, size) minus the ranges both images
  * resolve to zeros (a run with no layer), cut at CHUNK bytes.
  */
-function* readPlan(a: ImageSource, b: ImageSource, size: number): Generator<Span> {
+function* readPlan(a: ImageSource, b: ImageSource, size: number, chunk: number): Generator<Span> {
   let open: Span | undefined;
   for (let w = 0; w < size; w += WINDOW) {
     const end = Math.min(w + WINDOW, size);
     for (const s of needed(a.runs(w, end - w), b.runs(w, end - w), w, end)) {
       if (open && open.start + open.length === s.start) open.length += s.length;
       else {
-        if (open) yield* cut(open);
+        if (open) yield* cut(open, chunk);
         open = { ...s };
       }
       // Emit whole chunks as soon as they are known: the reads start before the plan is complete.
-      while (open.length >= CHUNK) {
-        yield { start: open.start, length: CHUNK };
-        open = { start: open.start + CHUNK, length: open.length - CHUNK };
+      while (open.length >= chunk) {
+        yield { start: open.start, length: chunk };
+        open = { start: open.start + chunk, length: open.length - chunk };
       }
     }
   }
-  if (open && open.length > 0) yield* cut(open);
+  if (open && open.length > 0) yield* cut(open, chunk);
 }
 
-function* cut(s: Span): Generator<Span> {
-  for (let p = s.start; p < s.start + s.length; p += CHUNK) yield { start: p, length: Math.min(CHUNK, s.start + s.length - p) };
+function* cut(s: Span, chunk: number): Generator<Span> {
+  for (let p = s.start; p < s.start + s.length; p += chunk) yield { start: p, length: Math.min(chunk, s.start + s.length - p) };
 }
 
 /** The parts of [start, end) where at least one side has a layer (must be read). */
