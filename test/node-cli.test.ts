@@ -106,6 +106,9 @@ describe('cat, map and export with --volume / --replica', () => {
     const other = chainfsOk(['cat', ...node.roots, '--volume', 'pvc-web', '--replica', 'pvc-web-1a2b3c4d']);
     expect(other.equals(chainfsOk(['cat', dirOf('pvc-web-1a2b3c4d')]))).toBe(true);
     expect(other.equals(pick)).toBe(false);
+    // --backing-file is for replicas that name a backing image: pvc-web has none and reads the same with it.
+    const bf = node.replicas.get('pvc-db-5e6f7a8b')!.backingPath!;
+    expect(chainfsOk(['cat', ...node.roots, '--volume', 'pvc-web', '--backing-file', bf]).equals(pick)).toBe(true);
     const snap = chainfsOk(['cat', ...node.roots, '--replica', 'pvc-web-1a2b3c4d', '--snapshot', 'daily']);
     expect(snap.equals(chainfsOk(['cat', dirOf('pvc-web-1a2b3c4d'), '--snapshot', 'daily']))).toBe(true);
   });

@@ -11,6 +11,7 @@
  * Opening reads directory listings, cfg and .meta files and stats; no layer
  * file is opened until a view is (500 replicas list in well under a second).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChainOptions } from '../../chain/chain';
 import { Chain } from '../../chain/chain';
@@ -294,14 +295,14 @@ class BackingImageView implements CatalogView {
     let size = 0;
     let allocated = 0;
     let problem: string | undefined;
-    let st: import('node:fs').Stats | undefined;
+    let st: fs.Stats | undefined;
     try {
       // The header only (qcow2's virtual size): a node has few backing images.
       const img = openImage(file);
       size = img.layer.size;
       allocated = img.layer.allocatedBytes;
       img.layer.close();
-      st = require('node:fs').statSync(file);
+      st = fs.statSync(file);
     } catch (e) {
       if (!(e instanceof ChainfsError)) throw e;
       problem = e.message;

@@ -49,7 +49,14 @@ export function replicaFacts(entry: ReplicaDirEntry, id: string, root: RootScan,
   };
   let c: ReplicaCatalog;
   try {
-    c = ReplicaCatalog.open(entry.path, { ...opts, prefix: `volumes/${entry.volume}/replicas/${id}/` });
+    // --backing-file stands in for a backing image only where volume.meta names one, not on every replica of the node.
+    const { backingFile, ...rest } = opts;
+    const prefix = `volumes/${entry.volume}/replicas/${id}/`;
+    c = ReplicaCatalog.open(entry.path, { ...rest, prefix });
+    if (backingFile && c.replica.meta.backingFilePath) {
+      c.close();
+      c = ReplicaCatalog.open(entry.path, { ...rest, prefix, backingFile });
+    }
   } catch (e) {
     if (!(e instanceof ChainfsError)) throw e;
     f.unusable = `not readable: ${e.message}`;
