@@ -238,7 +238,7 @@ describe('warnings about the data itself', () => {
     expect(c.stdout.length).toBe(1 * MiB);
     expect(c.stdout.equals(want)).toBe(true);
     const rep = JSON.parse(chainfs(['inspect', r.dir, '--json']).stdout.toString());
-    expect(rep.warnings.join('\n')).toMatch(/virtual size 2097152 is larger than the volume \(1048576\)/);
+    expect(rep.warnings.map((w: { message: string }) => w.message).join('\n')).toMatch(/virtual size 2097152 is larger than the volume \(1048576\)/);
   });
 
   it('a layer above the bottom allocated end to end among sparse ones: a hint about hole-filling copies', () => {
@@ -250,7 +250,7 @@ describe('warnings about the data itself', () => {
       fs.writeFileSync(p, bytes);
     }, (r) => {
       const rep = JSON.parse(chainfs(['inspect', r.dir, '--json']).stdout.toString());
-      expect(rep.warnings.join('\n')).toMatch(/volume-snap-b2\.img: allocated end to end while other layers are sparse.*tar --sparse/);
+      expect(rep.warnings.map((w: { message: string }) => w.message).join('\n')).toMatch(/volume-snap-b2\.img: allocated end to end while other layers are sparse.*tar --sparse/);
     });
   });
 });

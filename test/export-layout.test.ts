@@ -116,17 +116,21 @@ describe('--layout longhorn', () => {
     qemuImg(['compare', '-q', '-f', 'qcow2', '-F', 'raw', backing, qOracle.views.get(snap.file)!]);
   });
 
-  it('without a -<uuid> suffix, makes up a uuid and says so', () => {
+  it('without a -<uuid> suffix, writes <name>-<uuid> (directory name and backing.cfg agree) and says so', () => {
     const out = path.join(tmp, 'plain.name');
     const r = chainfs(['export', built.dir, out, '--layout', 'longhorn', '--quiet', '--no-checksum']);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/warning: .*no -<8-character uuid> suffix; using uuid [0-9a-f]{8}/);
+    expect(r.stderr).toMatch(/warning: .*no -<8-hex uuid> suffix; writing .*plain\.name-[0-9a-f]{8} /);
     expect(r.stdout.length).toBe(0);
-    const cfg = JSON.parse(fs.readFileSync(path.join(out, 'backing.cfg'), 'utf8'));
-    expect(cfg.uuid).toMatch(/^[0-9a-f]{8}$/);
-    expect(cfg.name).toBe('/data/backing-images/plain.name/backing');
+    expect(fs.existsSync(out)).toBe(false);
+    const made = fs.readdirSync(tmp).filter((n) => /^plain\.name-[0-9a-f]{8}$/.test(n));
+    expect(made).toHaveLength(1);
+    const dir = path.join(tmp, made[0]);
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'backing.cfg'), 'utf8'));
+    expect(made[0]).toBe(`plain.name-${cfg.uuid}`);
+    expect(cfg.name).toBe(`/data/backing-images/${made[0]}/backing`);
     expect(cfg.currentChecksum).toBe(''); // --no-checksum
-    expect(cfg.modificationTime).toBe(goMtime(path.join(out, 'backing')));
+    expect(cfg.modificationTime).toBe(goMtime(path.join(dir, 'backing')));
   });
 
   it('refuses names Longhorn would refuse, before writing anything', () => {

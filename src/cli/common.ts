@@ -5,31 +5,65 @@
 import { Command, Option } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
+import { errorCode, errorDocument, jsonRequested } from './json';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
 export const snapshotOption = () =>
-  new Option('-s, --snapshot <name>', 'a snapshot view instead of the head (NAME or volume-snap-NAME.img)');
+  new Option('-s, --snapshot <name>', 'a snapshot instead of the head: its name, file name (with or without .img), volume-snap-NAME, or a unique prefix');
 
+/** Every warning printed in this run, in order (a command's --json lists them). */
+export const warningsSeen: string[] = [];
+
+/**
+ * `chainfs: warning: MSG` on stderr, once per run: the same warning
+ * reached through the source, the view and the export is said once.
+ */
 export function warn(msg: string): void {
-  process.stderr.write(`chainfs: warning: ${oneLine(msg)}\n`);
+  const line = oneLine(msg);
+  if (warningsSeen.includes(line)) return;
+  warningsSeen.push(line);
+  process.stderr.write(`chainfs: warning: ${line}\n`);
 }
 
-/** One line, no stack: for errors the user can act on. */
+/**
+ * One line, no stack: for errors the user can act on (exit 1; bugs exit
+ * 70). With --json the failure is also `{"error": {code, message}}` on
+ * stdout (src/cli/json.ts), so a script can tell why.
+ */
 export function fail(err: unknown): never {
-  if (err instanceof ChainfsError) {
-    process.stderr.write(`chainfs: ${oneLine(err.message)}\n`);
-    process.exit(EXIT_FAILURE);
-  }
   const e = err as NodeJS.ErrnoException;
-  if (e && typeof e.code === 'string' && e.syscall) {
-    // An OS error we did not wrap (e.g. writing the output): still one line.
-    process.stderr.write(`chainfs: ${oneLine(e.message)}\n`);
-    process.exit(EXIT_FAILURE);
+  // An OS error we did not wrap (e.g. writing the output) is still one line.
+  const known = err instanceof ChainfsError || (e && typeof e.code === 'string' && !!e.syscall);
+  if (!known) {
+    if (jsonRequested()) process.stdout.write(errorDocument('internal', oneLine((err as Error)?.message ?? String(err))));
+    process.stderr.write(`chainfs: internal error (a bug; please report it): ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(70);
   }
-  process.stderr.write(`chainfs: internal error (a bug; please report it): ${(err as Error)?.stack ?? String(err)}\n`);
-  process.exit(70);
+  const message = oneLine(e.message) + rootHint(e);
+  if (jsonRequested()) process.stdout.write(errorDocument(errorCode(err), message));
+  process.stderr.write(`chainfs: ${message}\n`);
+  process.exit(EXIT_FAILURE);
+}
+
+/** A usage error: one line, exit 2 (and the JSON error document under --json). */
+export function usageFail(message: string): never {
+  if (jsonRequested()) process.stdout.write(errorDocument('usage', message));
+  process.stderr.write(`chainfs: ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
+/**
+ * What to do about a permission error on a source as a non-root user:
+ * Longhorn's data (replica files, disks, backing images) belongs to root.
+ * /dev/fuse and outputs have their own advice.
+ */
+function rootHint(e: NodeJS.ErrnoException): string {
+  if (process.getuid?.() === 0) return '';
+  const denied = e.code === 'EACCES' || e.code === 'EPERM' || /permission denied/i.test(e.message);
+  if (!denied || /\/dev\/fuse|fusermount|write|output|mount point/i.test(e.message)) return '';
+  return ' (Longhorn\'s data belongs to root: run chainfs as root, e.g. with sudo)';
 }
 
 /** Wraps a command action so that every failure goes through `fail`. */

@@ -1,7 +1,11 @@
 /**
- * `chainfs export DIR OUT`: a view written as a standalone image (raw or
+ * `chainfs export SOURCE OUT`: a view written as a standalone image (raw or
  * qcow2), with its SHA-512 printed the way sha512sum prints it, optionally
- * in Longhorn's backing-image directory layout.
+ * in Longhorn's backing-image directory layout. OUT follows cp and
+ * qemu-img: `-` is stdout (raw), an existing directory receives
+ * `<view name>.<format>`. Progress goes to stderr (a bar on a terminal;
+ * with -p, percentage lines elsewhere) and so does a one-line summary at
+ * the end, unless -q.
  */
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -9,17 +13,25 @@ import { ChainfsError } from '../errors';
 // The materializer (workers, cli-progress) is loaded only when export runs:
 // every other command starts faster without it.
 import type { ExportRequest, ExportSummary } from '../materialize/export';
-import { EXIT_USAGE, action, addSourceOptions, sourceOptions, viewSelector, warn, type SourceCliOptions } from './common';
+import type { Progress } from '../materialize/progress';
+import {
+  action, addSourceOptions, openSelectedView, sourceOptions, usageFail, viewSelector, warn, warningsSeen, type SourceCliOptions,
+} from './common';
+import { jsonWarning } from './json';
+import { checkStdoutNotTerminal, streamView } from './stream';
 import { formatBytes } from '../units';
 
 /** The request's fields as commander parses them, plus what only the CLI uses. */
-type ExportOptions = Omit<ExportRequest, 'sources' | 'sourceOptions' | 'selector' | 'out'> & SourceCliOptions & { quiet?: boolean; json?: boolean };
+type ExportOptions = Omit<ExportRequest, 'sources' | 'sourceOptions' | 'selector' | 'out'> & SourceCliOptions
+  & { quiet?: boolean; json?: boolean; progress?: boolean };
 
 export function exportCommand(): Command {
   return addSourceOptions(new Command('export'), true)
     .description('write a view as a standalone image (raw or qcow2), optionally as a Longhorn backing image directory')
     .usage('[options] <source...> <out>')
-    .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks; then OUT, the output file (for --layout longhorn: a directory named <name>-<uuid>)')
+    .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks; then OUT: a new file, '
+      + '- for stdout (raw), or an existing directory (receives <view name>.<format>); '
+      + 'for --layout longhorn a directory <name>-<uuid> (a uuid is added when the name has none)')
     .addOption(new Option('--format <format>', 'image format').choices(['raw', 'qcow2']).default('raw'))
     .addOption(new Option('--layout <layout>', 'file: OUT is the image; longhorn: OUT is a directory with backing and backing.cfg')
       .choices(['file', 'longhorn']).default('file'))
@@ -28,51 +40,86 @@ export function exportCommand(): Command {
     .option('--checksum', 'print the SHA-512 of the output (default with --layout longhorn)')
     .option('--no-checksum', 'do not compute the SHA-512 (backing.cfg then has an empty currentChecksum)')
     .option('--overwrite', 'replace OUT if it exists')
-    .option('--quiet', 'no progress bar and no summary')
-    .option('--json', 'print a JSON summary instead of the checksum line')
+    .option('-p, --progress', 'show progress on stderr even when it is not a terminal (percentage lines, like qemu-img convert -p)')
+    .option('-q, --quiet', 'no progress and no summary line')
+    .option('--json', 'print a JSON summary (docs/json.md) instead of the checksum line')
     .action(action(async (args: string[], opts: ExportOptions) => {
-      if (args.length < 2) {
-        process.stderr.write('chainfs: export needs a source and an output (OUT)\n');
-        process.exit(EXIT_USAGE);
-      }
+      if (args.length < 2) usageFail('export needs a source and an output (OUT)');
       const sources = args.slice(0, -1);
       const out = args[args.length - 1];
       if (opts.format !== 'qcow2' && (opts.clusterSize !== undefined || opts.compress)) {
         throw new ChainfsError(undefined, '--cluster-size and --compress apply to --format qcow2 only');
       }
-      const { exportImage } = await import('../materialize/export');
-      const { BACKING_FILE } = await import('../materialize/longhorn-layout');
-      const { ProgressBar } = await import('../materialize/progress');
-      const bar = process.stderr.isTTY && !opts.quiet ? new ProgressBar(process.stderr) : undefined;
-      let summary: ExportSummary;
-      try {
-        summary = await exportImage({
-          sources, sourceOptions: sourceOptions(opts), selector: viewSelector(opts), out, format: opts.format, layout: opts.layout,
-          clusterSize: opts.clusterSize, compress: opts.compress,
-          overwrite: opts.overwrite, force: opts.force, checksum: opts.checksum,
-        }, {
-          warn: (m) => { bar?.stop(); warn(m); },
-          progress: bar ? (p) => bar.update(p) : undefined,
-          interrupted: (signal) => {
-            bar?.stop();
-            process.stderr.write(`chainfs: interrupted by ${signal}; the partial export was removed\n`);
-          },
-        });
-      } finally {
-        bar?.stop();
-      }
-      const shown = opts.layout === 'longhorn' ? path.join(out, BACKING_FILE) : out;
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-      } else if (summary.sha512) {
-        process.stdout.write(sha512sumLine(summary.sha512, shown));
-      }
-      if (bar) {
-        process.stderr.write(`exported ${summary.view} to ${shown}: ` +
-          `${summary.format}, ${formatBytes(summary.size)}, ${formatBytes(summary.allocatedBytes)} allocated, ` +
-          `${summary.seconds.toFixed(1)} s\n`);
-      }
+      if (opts.progress && opts.quiet) usageFail('give -p (--progress) or -q (--quiet), not both');
+      const { progressFor } = await import('../materialize/progress');
+      // On a terminal the bar shows unless -q; elsewhere only with -p.
+      const bar = progressFor(process.stderr, !opts.quiet && (!!process.stderr.isTTY || !!opts.progress));
+      if (out === '-') return toStdout(sources, opts, bar);
+      await toFile(sources, out, opts, bar);
     }));
+}
+
+async function toFile(sources: string[], out: string, opts: ExportOptions, bar: Progress | undefined): Promise<void> {
+  const { exportImage } = await import('../materialize/export');
+  const { BACKING_FILE } = await import('../materialize/longhorn-layout');
+  let summary: ExportSummary;
+  try {
+    summary = await exportImage({
+      sources, sourceOptions: sourceOptions(opts), selector: viewSelector(opts), out, format: opts.format, layout: opts.layout,
+      clusterSize: opts.clusterSize, compress: opts.compress,
+      overwrite: opts.overwrite, force: opts.force, checksum: opts.checksum,
+    }, {
+      warn: (m) => { bar?.stop(); warn(m); },
+      progress: bar ? (p) => bar.update(p) : undefined,
+      interrupted: (signal) => {
+        bar?.stop();
+        process.stderr.write(`chainfs: interrupted by ${signal}; the partial export was removed\n`);
+      },
+    });
+  } finally {
+    bar?.stop();
+  }
+  // As the user would name it: OUT as given, or the name derived inside it.
+  const base = path.basename(summary.out);
+  const shownOut = summary.out === path.resolve(out) ? out
+    : path.join(path.dirname(summary.out) === path.resolve(out) ? out : path.dirname(out), base);
+  const shown = opts.layout === 'longhorn' ? path.join(shownOut, BACKING_FILE) : shownOut;
+  if (opts.json) {
+    const doc = {
+      ...summary,
+      backingCfg: summary.backingCfg === null ? null : JSON.parse(summary.backingCfg) as object,
+      warnings: warningsSeen.map(jsonWarning),
+    };
+    process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+  } else if (summary.sha512) {
+    process.stdout.write(sha512sumLine(summary.sha512, shown));
+  }
+  if (!opts.quiet) {
+    process.stderr.write(`exported ${summary.view} to ${shown}: ` +
+      `${summary.format}, ${formatBytes(summary.virtualSize)} virtual, ${formatBytes(summary.allocatedBytes)} allocated, ` +
+      `${summary.seconds.toFixed(1)} s\n`);
+  }
+}
+
+/** `export SOURCE -`: the raw view on stdout, as cat writes it, with export's progress and summary. */
+async function toStdout(sources: string[], opts: ExportOptions, bar: Progress | undefined): Promise<void> {
+  if (opts.format !== 'raw' || opts.layout !== 'file') usageFail('OUT - (stdout) is raw only: --format qcow2 and --layout longhorn need a file or directory');
+  if (opts.json) usageFail('OUT - (stdout) carries the image: --json needs an output file');
+  if (opts.checksum) usageFail('OUT - (stdout): pipe it through sha512sum for a checksum (--checksum needs an output file)');
+  checkStdoutNotTerminal();
+  const started = process.hrtime.bigint();
+  const selected = await openSelectedView(sources, opts);
+  try {
+    selected.view.checkNotLive?.(opts.force ?? false, warn);
+    await streamView(selected.view.chain, process.stdout, bar, 'export');
+  } finally {
+    bar?.stop();
+    selected.close();
+  }
+  if (!opts.quiet) {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    process.stderr.write(`exported ${selected.entry.path} to stdout: raw, ${formatBytes(selected.view.chain.size)}, ${seconds.toFixed(1)} s\n`);
+  }
 }
 
 /** `HEX  NAME` as sha512sum prints it, including its escaping of names with a backslash or newline. */

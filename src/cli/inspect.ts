@@ -1,18 +1,59 @@
-/** `chainfs inspect SOURCE...`: every view the sources hold, their chains, allocation, state and warnings. */
+/**
+ * `chainfs inspect SOURCE...`: every view the sources hold, their chains,
+ * allocation, state and warnings; what each view holds (partition table,
+ * file system and label, by `blkid -p` on its first MiB: local views only,
+ * see probe.ts); and processes writing the source now (a live engine).
+ * `--json` is the source's report with warnings as objects, plus
+ * `contents` and `inUse` (docs/json.md).
+ */
 import { Command } from 'commander';
+import type { Catalog } from '../source/catalog';
 import { action, addSourceOptions, openCatalog, type SourceCliOptions } from './common';
+import { jsonWarning, withWarningObjects } from './json';
+import { describeContents, haveBlkid, PROBE_LIMIT, probeViews, type ViewContents } from './probe';
+import { table } from '../text';
+
+type InspectOptions = SourceCliOptions & { json?: boolean; contents?: boolean };
 
 export function inspectCommand(): Command {
   return addSourceOptions(new Command('inspect'), false)
-    .description('show what a source holds: chains, snapshots, allocation, backing images, replicas, backups, warnings')
+    .description('show what a source holds: chains, snapshots, allocation, backing images, replicas, backups, '
+      + 'what each view holds (partition table, file system, label), warnings')
     .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks')
-    .option('--json', 'machine-readable output')
-    .action(action(async (sources: string[], opts: SourceCliOptions & { json?: boolean }) => {
+    .option('--json', 'machine-readable output (docs/json.md)')
+    .option('--no-contents', `do not probe what the views hold (blkid -p on the first MiB of up to ${PROBE_LIMIT} local views)`)
+    .action(action(async (sources: string[], opts: InspectOptions) => {
       const catalog = await openCatalog(sources, opts, true);
       try {
-        process.stdout.write(opts.json ? `${JSON.stringify(catalog.report(), null, 2)}\n` : catalog.render());
+        const contents = opts.contents !== false && haveBlkid() ? await probeViews(catalog.views()) : [];
+        const inUse = (catalog.inUse?.() ?? []).map(writerOnly);
+        process.stdout.write(opts.json ? jsonReport(catalog, contents, inUse) : textReport(catalog, contents, inUse));
       } finally {
         catalog.close();
       }
     }));
+}
+
+/** The mount's wording says what happens to a mount's views; inspect only says who writes. */
+function writerOnly(w: string): string {
+  return w.replace(/; views that change while mounted.*$/, '');
+}
+
+function jsonReport(catalog: Catalog, contents: ViewContents[], inUse: string[]): string {
+  const doc = { ...(withWarningObjects(catalog.report()) as object), contents, inUse: inUse.map(jsonWarning) };
+  return `${JSON.stringify(doc, null, 2)}\n`;
+}
+
+function textReport(catalog: Catalog, contents: ViewContents[], inUse: string[]): string {
+  let text = catalog.render();
+  if (contents.length > 0) {
+    const rows = contents.map((c) => [c.view, describeContents(c)]);
+    text += `\ncontents (blkid -p on the first MiB):\n${indent(table([['VIEW', 'HOLDS'], ...rows]))}\n`;
+  }
+  for (const w of inUse) text += `warning: ${w}\n`;
+  return text;
+}
+
+function indent(s: string): string {
+  return s.split('\n').map((l) => (l ? `  ${l}` : l)).join('\n');
 }

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { catCommand } from './cat';
 import { EXIT_USAGE, fail } from './common';
 import { exportCommand } from './export';
+import { errorDocument, jsonRequested } from './json';
 import { inspectCommand } from './inspect';
 import { mapCommand } from './map';
 import { mountCommand, umountCommand } from './mount';
@@ -16,6 +17,7 @@ export function program(): Command {
   const output = {
     outputError: (str: string, write: (s: string) => void) => {
       const msg = str.replace(/^error: /, '').trim();
+      if (jsonRequested()) process.stdout.write(errorDocument('usage', msg));
       write(`chainfs: ${msg}\n`);
       tellLauncher(`usage ${msg}`);
     },

@@ -13,7 +13,7 @@ import { ChainfsError } from '../errors';
 import type { SourceOptions, ViewSelector } from '../source/catalog';
 import { openSource } from '../source/open';
 import { runJobInWorker, type ExportFormat, type JobProgress } from './job';
-import { BACKING_CFG, BACKING_FILE, encodeBackingCfg, goTimeString, parseBackingImageDir } from './longhorn-layout';
+import { BACKING_CFG, BACKING_FILE, BACKING_MODE, encodeBackingCfg, goTimeString, parseBackingImageDir, withUuidSuffix } from './longhorn-layout';
 import { AtomicOutput, planOutput, removeStaleTemporaries, writeFailed, type OutputPlan } from './output';
 import { DEFAULT_CLUSTER_SIZE } from './qcow2-writer';
 import { checkFreeSpace, estimateAllocation } from './space';
@@ -51,6 +51,8 @@ export interface ExportHooks {
 }
 
 export interface ExportSummary {
+  /** OUT as written (absolute): inside a directory given as OUT, the derived name; with a uuid added for the Longhorn layout. */
+  out: string;
   /** The image file written (absolute). */
   path: string;
   format: ExportFormat;
@@ -76,13 +78,10 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
   const started = process.hrtime.bigint();
   const checksum = req.checksum ?? req.layout === 'longhorn';
   const clusterSize = req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined;
-  const bi = req.layout === 'longhorn' ? parseBackingImageDir(req.out) : undefined;
-  if (bi?.generated) {
-    hooks.warn(`${req.out}: the name has no -<8-character uuid> suffix; using uuid ${bi.uuid} in ${BACKING_CFG} ` +
-      '(Longhorn names backing image directories <name>-<uuid>)');
-  }
-
+  if (req.layout === 'longhorn' && !isDirectory(req.out)) parseBackingImageDir(req.out); // a name Longhorn refuses fails before anything is opened
   const pre = await prepare(req, hooks);
+  req = { ...req, out: pre.out };
+  const bi = req.layout === 'longhorn' ? parseBackingImageDir(req.out) : undefined;
   if (!req.compress) checkFreeSpace(pre.plan.dir, estimateOutputBytes(pre, clusterSize), req.out);
 
   for (const p of removeStaleTemporaries(pre.plan)) hooks.warn(`removed ${p}, the partial output of an export that was killed`);
@@ -111,10 +110,11 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
         modificationTime: goTimeString(st.mtimeNs),
       });
       output.writeSidecar(BACKING_CFG, cfg);
+      fs.chmodSync(output.imageTmpPath, BACKING_MODE); // a mode change keeps the mtime backing.cfg records
     }
     output.commit();
     return {
-      path: output.imagePath, format: req.format, layout: req.layout, size: Number(st.size),
+      out: output.plan.path, path: output.imagePath, format: req.format, layout: req.layout, size: Number(st.size),
       virtualSize: pre.virtualSize, allocatedBytes: Number(st.blocks) * 512, sha512: result.sha512,
       seconds: Number(process.hrtime.bigint() - started) / 1e9, view: pre.viewPath, name: pre.name, backingCfg: cfg,
     };
@@ -129,6 +129,8 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
 
 /** What is known before the first write. */
 interface Prepared {
+  /** OUT as it will be written (see resolveOut). */
+  out: string;
   plan: OutputPlan;
   virtualSize: number;
   dataBytes: number;
@@ -152,11 +154,12 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
     const view = await entry.open({});
     try {
       for (const w of view.warnings) hooks.warn(w);
-      const plan = planOutput(req.out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, view.roots, view.files);
+      const out = resolveOut(req, entry.name, hooks);
+      const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, view.roots, view.files);
       view.checkNotLive?.(req.force ?? false, hooks.warn);
       const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
       return {
-        plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
+        out, plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
         stamps: stampFiles(view.files), viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
       };
     } finally {
@@ -164,6 +167,46 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
     }
   } finally {
     catalog.close();
+  }
+}
+
+/**
+ * OUT as it will be written, following cp: an existing directory given as
+ * OUT receives `<view name>.<format>` (the Longhorn layout: a new
+ * `<view name>-<uuid>` directory in it, unless the directory is itself a
+ * backing image directory, which --overwrite replaces). A Longhorn-layout
+ * name without Longhorn's `-<8 hex>` suffix gets one, so the directory name
+ * and backing.cfg's uuid agree.
+ */
+function resolveOut(req: ExportRequest, viewName: string, hooks: ExportHooks): string {
+  let out = req.out;
+  if (isDirectory(out) && !(req.layout === 'longhorn' && isBackingImageDir(out))) {
+    out = path.join(out, req.layout === 'longhorn' ? viewName : `${viewName}.${req.format}`);
+  }
+  if (req.layout !== 'longhorn') return out;
+  const named = withUuidSuffix(out);
+  if (named !== out && out === req.out) {
+    hooks.warn(`${req.out}: the name has no -<8-hex uuid> suffix; writing ${named} ` +
+      '(Longhorn names backing image directories <name>-<uuid>, and backing.cfg says the same uuid)');
+  }
+  return named;
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** A directory named `<name>-<8 hex>` or holding our two files: OUT itself, not a parent for it. */
+function isBackingImageDir(p: string): boolean {
+  if (withUuidSuffix(p) === p) return true;
+  try {
+    return fs.readdirSync(p).some((n) => n === BACKING_FILE || n === BACKING_CFG);
+  } catch {
+    return false;
   }
 }
 

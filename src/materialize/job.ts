@@ -34,7 +34,7 @@ export interface JobSpec {
   imagePath: string;
   /** OUT as the user gave it, for messages. */
   out: string;
-  /** The view's data bytes (from the estimate), the progress total when holes cost nothing. */
+  /** The view's data bytes (from the estimate). */
   dataBytes: number;
 }
 
@@ -46,7 +46,7 @@ export interface JobResult {
 }
 
 export interface JobProgress {
-  phase: 'export' | 'checksum';
+  phase: 'export' | 'checksum' | 'cat';
   done: number;
   total: number;
 }
@@ -81,23 +81,32 @@ async function rawJob(spec: JobSpec, src: ImageSource, hash: Sha512Worker | unde
     await writeRaw(src, spec.fd, { hash });
     return { sha512: await hash.digest(), fileSize: src.size };
   }
-  await writeRaw(src, spec.fd, { onData: (done) => progress({ phase: 'export', done, total: spec.dataBytes }) });
+  // Progress is how far into the view the copy is: the same total (the view's size) as every format.
+  await writeRaw(src, spec.fd, { onPosition: (done) => progress({ phase: 'export', done, total: src.size }) });
   return { sha512: null, fileSize: src.size };
 }
 
 async function qcow2Job(spec: JobSpec, src: ImageSource, hash: Sha512Worker | undefined,
   progress: (p: JobProgress) => void): Promise<JobResult> {
-  let read = 0;
+  // Progress is how far into the view the writer is (a window asked for, a
+  // run read): the view's size is the total, as for raw.
+  let done = 0;
+  const at = (position: number) => {
+    if (position <= done) return;
+    done = position;
+    progress({ phase: 'export', done, total: src.size });
+  };
   const counted: ImageSource = {
     size: src.size,
-    runs: (offset, length) => src.runs(offset, length),
+    runs: (offset, length) => { at(offset); return src.runs(offset, length); },
     read: (buf, bufOffset, length, position) => {
       src.read(buf, bufOffset, length, position);
-      read += length;
-      progress({ phase: 'export', done: read, total: spec.dataBytes });
+      at(position + length);
     },
   };
+  progress({ phase: 'export', done: 0, total: src.size });
   const r = await writeQcow2(counted, spec.fd, { clusterSize: spec.clusterSize, compress: spec.compress });
+  at(src.size);
   if (!hash) return { sha512: null, fileSize: r.fileSize };
   // The writer is not sequential: it writes the header and the L1 table, at
   // the start of the file, last. A hash needs the bytes in file order, so

@@ -15,8 +15,24 @@ export const BACKING_CFG = 'backing.cfg';
 /** backing-image-manager's ValidBackingImageName. */
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 const MAX_NAME = 64;
-/** The 8-character id the manager appends (util.RandomID: the head of a UUID). */
-const UUID_SUFFIX_RE = /^(.+)-([a-z0-9]{8})$/;
+/** The 8-character id the manager appends (util.RandomID: the head of a UUID, lowercase hex). */
+const UUID_SUFFIX_RE = /^(.+)-([0-9a-f]{8})$/;
+
+/**
+ * The mode of `backing`: the manager creates its files with
+ * `os.OpenFile(tmpFilePath, os.O_RDWR|os.O_CREATE, 0666)` under the usual
+ * umask 022 (longhorn/backing-image-manager pkg/sync/sync_file.go,
+ * IdleTimeoutCopyToFile), so they are 0644: world-readable, as the engine
+ * and the other disks' managers that copy them expect.
+ */
+export const BACKING_MODE = 0o644;
+
+/** `out` with a new `-<8 hex>` suffix when its last component has none (else `out` itself). */
+export function withUuidSuffix(out: string): string {
+  const trimmed = out.replace(/\/+$/, '');
+  if (UUID_SUFFIX_RE.test(path.basename(path.resolve(trimmed)))) return out;
+  return `${trimmed}-${crypto.randomUUID().slice(0, 8)}`;
+}
 
 export interface BackingImageDir {
   /** The backing image name (OUT's name without `-<uuid>`). */

@@ -31,6 +31,8 @@ export interface RawWriteOptions {
   hash?: Sha512Worker;
   /** Data bytes written so far (holes not counted). */
   onData?: (bytes: number) => void;
+  /** How far into the view the copy is (bytes; holes count once passed): a progress the same for every format. */
+  onPosition?: (position: number) => void;
 }
 
 export interface RawWriteResult {
@@ -46,6 +48,7 @@ export async function writeRaw(src: ImageSource, fd: number, opts: RawWriteOptio
     for (const run of src.runs(win, Math.min(SCAN_WINDOW, src.size - win))) {
       if (run.layer) await copier.data(run.layer, run.offset, run.length);
       else opts.hash?.zeros(run.length);
+      opts.onPosition?.(run.offset + run.length);
     }
   }
   return { dataBytes: copier.done };
@@ -81,6 +84,7 @@ class RunCopier {
       this.opts.hash?.update(buf, n);
       pos += n;
       this.advance(n);
+      this.opts.onPosition?.(pos);
     }
   }
 
@@ -112,6 +116,7 @@ class RunCopier {
       }
       done += n;
       this.advance(n);
+      this.opts.onPosition?.(offset + done);
     }
     return done;
   }
