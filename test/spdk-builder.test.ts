@@ -37,7 +37,7 @@ async function expectModel(cat: SpdkCatalog, b: SpdkDiskBuilder): Promise<void> 
     const l = lvols.get(m.id)!;
     expect(l.name).toBe(m.name);
     expect(l.parentId).toBe(m.parent);
-    expect(Array.from(l.blob.clusters)).toEqual(m.clusters);
+    expect(l.blob.clusters.toArray()).toEqual(m.clusters);
     const v = cat.view(`lvols/${m.name}.img`)!;
     expect(v.problem).toBeUndefined();
     expect((await readView(v)).equals(b.read(m.id)), m.name).toBe(true);
@@ -67,7 +67,7 @@ describe('the test writer against SPDK', () => {
     try {
       const got = [...cat.disks[0].lvs.lvols.values()].map((l) => {
         const map: Record<string, number> = {};
-        l.blob.clusters.forEach((c, i) => { if (c) map[String(i)] = c; });
+        for (const [i, c] of l.blob.clusters.entries()) map[String(i)] = c;
         return { name: l.name, id: blobIdHex(l.id), parent: l.parentId === undefined ? null : blobIdHex(l.parentId), size: l.size, map, md: l.blob.pages, ep: l.blob.extentPages };
       }).sort((x, y) => x.name.localeCompare(y.name));
       const want = manifest.lvols.map((m: Record<string, unknown>) => ({
@@ -172,7 +172,7 @@ describe('v2 disk metadata shapes', () => {
     expect(l.blob.extentPages.length).toBe(1);
     expect(l.blob.numClusters).toBe(1030);
     expect(l.xattrs.big2).toBe('C'.repeat(1500));
-    expect(Array.from(l.blob.clusters)).toEqual(b.blob(h).clusters);
+    expect(l.blob.clusters.toArray()).toEqual(b.blob(h).clusters);
     const o = await cat.select({}).open({});
     const buf = Buffer.alloc(2 * MiB);
     o.chain.read(buf, 0, 2 * MiB, 519 * MiB);
@@ -221,6 +221,24 @@ describe('v2 disk metadata shapes', () => {
     expect(cat.disks[0].lvs.bs.sb.mdPageSize).toBe(16384);
     expect(cat.disks[0].lvs.bs.enumeration).toBe(clean ? 'blobid-mask' : 'metadata-scan');
     await expectModel(cat, b);
+    cat.close();
+  });
+
+  it('a 1 TiB thin lvol on a 64 MiB disk: written near its end, read back; its map holds one extent page', async () => {
+    const b = new SpdkDiskBuilder();
+    const h = b.create(REP_A, 1024 * 1024 * MiB);
+    b.write(h, 1024 * 1024 * MiB - MiB + 5, Buffer.from('end'));
+    const cat = openSpdk([build(b, false)]);
+    const l = cat.disks[0].lvs.lvols.get(h)!;
+    expect(l.size).toBe(2 ** 40);
+    expect([...l.blob.clusters.entries()]).toEqual([[1024 * 1024 - 1, b.blob(h).clusters[1024 * 1024 - 1]]]);
+    const o = await cat.select({}).open({});
+    const buf = Buffer.alloc(2 * MiB, 1);
+    o.chain.read(buf, 0, buf.length, 2 ** 40 - 2 * MiB);
+    const want = Buffer.alloc(2 * MiB);
+    want.write('end', MiB + 5);
+    expect(buf.equals(want)).toBe(true);
+    expect(o.chain.runs(2 ** 40 - 8 * MiB, 8 * MiB).map((r) => [r.offset, r.length, r.layer === null])).toEqual([[2 ** 40 - 8 * MiB, 7 * MiB, true], [2 ** 40 - MiB, MiB, false]]);
     cat.close();
   });
 });

@@ -62,7 +62,7 @@ describe.each(FIXTURE_NAMES)('SPDK-written v2 disk %s', (name) => {
     for (const m of manifest.lvols as ManifestLvol[]) {
       const l = lvols.find((x) => x.name === m.name)!;
       const map: Record<string, number> = {};
-      l.blob.clusters.forEach((c, i) => { if (c) map[String(i)] = c; });
+      for (const [i, c] of l.blob.clusters.entries()) map[String(i)] = c;
       const parent = l.parentId === undefined ? undefined : cat.disks[0].lvs.lvols.get(l.parentId);
       expect({
         id: blobIdHex(l.id), uuid: l.uuid, parent: l.parentId === undefined ? null : blobIdHex(l.parentId), parentName: parent?.name ?? null,

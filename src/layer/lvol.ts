@@ -10,8 +10,8 @@
  * because a clone reads zeros where its parent is smaller
  * (`blob_bs_dev` `zero_trailing_bytes`), never the grandparent.
  *
- * Memory: the cluster map is the blob's (4 bytes per cluster: 4 MiB for a
- * 1 TiB lvol), shared, not copied.
+ * Memory: the cluster map is the blob's (sparse, per extent page), shared,
+ * not copied.
  */
 import { LayerReadError } from '../errors';
 import { native } from '../native';
@@ -19,11 +19,20 @@ import { preadUpTo } from './file-layer';
 import * as fs from 'node:fs';
 import type { BlockStatus, DirectPiece, Layer } from './layer';
 
+/** An lvol's cluster map: the device cluster of each of its clusters, 0 = unallocated. */
+export interface ClusterLookup {
+  /** The lvol's size in clusters. */
+  readonly length: number;
+  /** Device cluster of cluster `i` (0: unallocated). */
+  get(i: number): number;
+  /** Allocated clusters. */
+  readonly allocated: number;
+}
+
 export interface LvolLayout {
   /** Bytes per cluster. */
   clusterSize: number;
-  /** Device cluster of each cluster of the lvol, 0 = unallocated. */
-  clusters: Uint32Array;
+  clusters: ClusterLookup;
   /** The device's size in bytes (clusters past it cannot be read). */
   deviceSize: number;
   /** Why the device no longer looks as at open (an image file's size or mtime moved), or undefined. */
@@ -37,7 +46,7 @@ export class LvolLayer implements Layer {
   readonly allocatedBytes: number;
   private readonly fd: number;
   private readonly cs: number;
-  private readonly clusters: Uint32Array;
+  private readonly clusters: ClusterLookup;
   private readonly deviceSize: number;
   private readonly watch: (() => string | undefined) | undefined;
 
@@ -51,19 +60,17 @@ export class LvolLayer implements Layer {
     this.deviceSize = layout.deviceSize;
     this.watch = layout.changed;
     this.size = layout.clusters.length * layout.clusterSize;
-    let n = 0;
-    for (let i = 0; i < layout.clusters.length; i++) if (layout.clusters[i] !== 0) n++;
-    this.allocatedBytes = n * layout.clusterSize;
+    this.allocatedBytes = layout.clusters.allocated * layout.clusterSize;
   }
 
   /** Runs of whole clusters; a data run stops where allocation does, not at the asked length. */
   blockStatus(offset: number, length: number): BlockStatus {
     if (offset >= this.size) return { kind: 'zero', length: Math.max(length, 1) };
     const first = Math.floor(offset / this.cs);
-    const allocated = this.clusters[first] !== 0;
+    const allocated = this.clusters.get(first) !== 0;
     let c = first + 1;
     const want = Math.ceil((offset + Math.max(length, 1)) / this.cs);
-    while (c < this.clusters.length && c < want && (this.clusters[c] !== 0) === allocated) c++;
+    while (c < this.clusters.length && c < want && (this.clusters.get(c) !== 0) === allocated) c++;
     return { kind: allocated ? 'data' : 'absent', length: c * this.cs - offset };
   }
 
@@ -108,12 +115,12 @@ export class LvolLayer implements Layer {
     for (let pos = offset; pos < end;) {
       const c = Math.floor(pos / this.cs);
       if (c >= this.clusters.length) { each(pos, end - pos, -1, 0, 0); return; }
-      const dc = this.clusters[c];
+      const dc = this.clusters.get(c);
       let n = Math.min(end, (c + 1) * this.cs) - pos;
       if (dc === 0 || (dc + 1) * this.cs > this.deviceSize) { each(pos, n, -1, 0, 0); pos += n; continue; }
       const delta = (dc - c) * this.cs;
-      for (let k = c + 1; pos + n < end && k < this.clusters.length && this.clusters[k] === dc + (k - c)
-        && (this.clusters[k] + 1) * this.cs <= this.deviceSize; k++) {
+      for (let k = c + 1; pos + n < end && k < this.clusters.length && this.clusters.get(k) === dc + (k - c)
+        && (dc + (k - c) + 1) * this.cs <= this.deviceSize; k++) {
         n = Math.min(end, (k + 1) * this.cs) - pos;
       }
       each(pos, n, this.fd, delta, this.deviceSize);
@@ -141,10 +148,10 @@ export class LvolLayer implements Layer {
       const c = Math.floor(pos / this.cs);
       const at = bufOffset + (pos - position);
       if (c >= this.clusters.length) { buf.fill(0, at, bufOffset + length); return true; }
-      const dc = this.clusters[c];
+      const dc = this.clusters.get(c);
       let n = Math.min(end, (c + 1) * this.cs) - pos;
       if (dc === 0) { buf.fill(0, at, at + n); pos += n; continue; }
-      for (let k = c + 1; pos + n < end && k < this.clusters.length && this.clusters[k] === dc + (k - c); k++) {
+      for (let k = c + 1; pos + n < end && k < this.clusters.length && this.clusters.get(k) === dc + (k - c); k++) {
         n = Math.min(end, (k + 1) * this.cs) - pos;
       }
       if (!piece(at, n, dc * this.cs + (pos - c * this.cs))) return false;

@@ -11,6 +11,7 @@
  * A blob that cannot be loaded is returned with its `problem` (one line):
  * the damage stays with it and with the lvols that need it.
  */
+import { ClusterMap } from './cluster-map';
 import {
   DESC_EXTENT_PAGE, DESC_EXTENT_RLE, DESC_EXTENT_TABLE, DESC_FLAGS, DESC_PADDING, DESC_XATTR, DESC_XATTR_INTERNAL,
   NO_NEXT, descriptors, extentPageProblem, pageHeader, pageOfBlobId,
@@ -25,6 +26,12 @@ const KNOWN_INVALID_FLAGS = 15n;
 export const FLAG_READ_ONLY = 1;
 /** Clusters an extent page holds (SPDK_EXTENTS_PER_EP for 4 KiB pages). */
 export const EXTENTS_PER_EP = 512;
+/**
+ * The most clusters a blob may claim: 2^32 (an extent table's count is a
+ * u64, a cluster index a u32); 4 PiB at 1 MiB. Sparse maps make a large
+ * thin size cheap, so this only rejects impossible numbers.
+ */
+const MAX_CLUSTERS = 2 ** 32;
 
 export interface Blob {
   id: number;
@@ -45,7 +52,7 @@ export interface Blob {
   /** Size in clusters. */
   numClusters: number;
   /** Device cluster of each of the blob's clusters, 0 = unallocated. */
-  clusters: Uint32Array;
+  clusters: ClusterMap;
   allocatedClusters: number;
   /** Why the blob cannot be read, or undefined. */
   problem?: string;
@@ -58,7 +65,7 @@ export type PageReader = (index: number) => Buffer;
 export function loadBlob(id: number, readPage: PageReader, mdLen: number): Blob {
   const blob: Blob = {
     id, pages: [], extentPages: [], invalidFlags: 0, dataRoFlags: 0, mdRoFlags: 0, thin: false, readOnly: false,
-    usesExtentTable: false, xattrs: new Map(), internal: new Map(), numClusters: 0, clusters: new Uint32Array(0), allocatedClusters: 0,
+    usesExtentTable: false, xattrs: new Map(), internal: new Map(), numClusters: 0, clusters: new ClusterMap(0), allocatedClusters: 0,
   };
   try {
     parseChain(blob, readPage, mdLen);
@@ -127,7 +134,7 @@ function parseChain(blob: Blob, readPage: PageReader, mdLen: number): void {
           if (sawRle) throw new BlobError(`metadata page ${page} mixes EXTENT_RLE and EXTENT_TABLE`);
           if (d.length < 8 || (d.length - 8) % 8 !== 0) throw new BlobError(`metadata page ${page}: EXTENT_TABLE of ${d.length} bytes`);
           const n = buf.readBigUInt64LE(d.start);
-          if (n > 2n ** 32n) throw new BlobError(`metadata page ${page}: EXTENT_TABLE of ${n} clusters`);
+          if (n > BigInt(MAX_CLUSTERS)) throw new BlobError(`metadata page ${page}: EXTENT_TABLE of ${n} clusters (more than ${MAX_CLUSTERS})`);
           if (tableClusters < 0) tableClusters = Number(n);
           for (let p = d.start + 8; p < d.start + d.length; p += 8) table.push(buf.readUInt32LE(p), buf.readUInt32LE(p + 4));
           break;
@@ -169,29 +176,31 @@ function parseXattr(into: Map<string, Buffer>, buf: Buffer, start: number, lengt
   into.set(name, Buffer.from(buf.subarray(start + 4 + nameLen, start + 4 + nameLen + valueLen)));
 }
 
-function setClusters(blob: Blob, list: number[]): void {
-  blob.numClusters = list.length;
-  blob.clusters = Uint32Array.from(list);
-  blob.allocatedClusters = list.reduce((n, c) => n + (c !== 0 ? 1 : 0), 0);
-}
-
 function clustersFromRle(blob: Blob, rle: number[]): void {
-  const list: number[] = [];
+  let total = 0;
   for (let i = 0; i < rle.length; i += 2) {
     const [c, n] = [rle[i], rle[i + 1]];
-    if (list.length + n > 2 ** 26) throw new BlobError(`EXTENT_RLE describes more than ${2 ** 26} clusters`);
     if (c !== 0 && c + n > 2 ** 32) throw new BlobError(`EXTENT_RLE run ${c}+${n} is out of range`);
     if (c === 0 && !blob.thin) throw new BlobError('unallocated cluster in a thick-provisioned blob');
-    for (let j = 0; j < n; j++) list.push(c === 0 ? 0 : c + j);
+    total += n;
   }
-  setClusters(blob, list);
+  if (total > MAX_CLUSTERS) throw new BlobError(`EXTENT_RLE describes ${total} clusters (more than ${MAX_CLUSTERS})`);
+  const map = new ClusterMap(total);
+  let at = 0;
+  for (let i = 0; i < rle.length; i += 2) {
+    const [c, n] = [rle[i], rle[i + 1]];
+    if (c !== 0) for (let j = 0; j < n; j++) map.set(at + j, c + j);
+    at += n;
+  }
+  blob.numClusters = total;
+  blob.clusters = map;
+  blob.allocatedClusters = map.allocated;
 }
 
 function clustersFromTable(blob: Blob, table: number[], numClusters: number, readPage: PageReader, mdLen: number): void {
   blob.usesExtentTable = true;
-  const clusters = new Uint32Array(numClusters);
+  const clusters = new ClusterMap(numClusters);
   let at = 0;
-  let allocated = 0;
   for (let i = 0; i < table.length && at < numClusters; i += 2) {
     const [idx, n] = [table[i], table[i + 1]];
     if (idx === 0) {
@@ -215,8 +224,7 @@ function clustersFromTable(blob: Blob, table: number[], numClusters: number, rea
     for (let k = 0; k < count; k++) {
       const c = buf.readUInt32LE(25 + 4 * k);
       if (c === 0 && !blob.thin) throw new BlobError('unallocated cluster in a thick-provisioned blob');
-      clusters[at + k] = c;
-      if (c !== 0) allocated++;
+      if (c !== 0) clusters.set(at + k, c);
     }
     blob.extentPages.push(idx);
     at += count;
@@ -224,5 +232,5 @@ function clustersFromTable(blob: Blob, table: number[], numClusters: number, rea
   if (at < numClusters && !blob.thin) throw new BlobError(`extent table covers ${at} of ${numClusters} clusters`);
   blob.numClusters = numClusters;
   blob.clusters = clusters;
-  blob.allocatedClusters = allocated;
+  blob.allocatedClusters = clusters.allocated;
 }

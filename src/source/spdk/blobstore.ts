@@ -137,9 +137,11 @@ function checkClusters(blobs: Map<number, Blob>, total: number, firstData: numbe
   let shared = 0;
   for (const b of blobs.values()) {
     if (b.problem) continue;
-    for (let i = 0; i < b.numClusters; i++) {
-      const c = b.clusters[i];
-      if (c === 0) continue;
+    if (b.numClusters * cs > Number.MAX_SAFE_INTEGER) {
+      b.problem = `size of ${b.numClusters} clusters of ${cs} bytes is out of range`;
+      continue;
+    }
+    for (const [i, c] of b.clusters.entries()) {
       if (c < firstData || c >= total) {
         b.problem = `cluster ${i} maps to device cluster ${c}, outside the data clusters ${firstData}..${total - 1}`;
         break;

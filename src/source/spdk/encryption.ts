@@ -17,7 +17,7 @@ export function startsWithLuks(disk: Disk, lvol: Lvol): boolean {
   if (lvol.problem) return false;
   for (const l of chainOf(lvol, disk.lvs.lvols)) {
     if (l.blob.numClusters === 0) return false;
-    const dc = l.blob.clusters[0];
+    const dc = l.blob.clusters.get(0);
     if (dc === 0) continue;
     const b = Buffer.alloc(LUKS_MAGIC.length);
     try {
