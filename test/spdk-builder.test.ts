@@ -194,6 +194,11 @@ describe('v2 disk metadata shapes', () => {
     expect((cat.report() as { volumes: { equivalent: string[] }[] }).volumes[0].equivalent).toEqual([`volumes/${VOL_A}/replicas/${VOL_A}-r-00000002`]);
     expect(cat.render()).toMatch(/r-00000002 on disk-2 \[equivalent\]/);
     cat.close();
+    const twice = openSpdk([disks[0], disks[0]]);
+    expect(twice.disks.length).toBe(1);
+    expect(twice.warnings).toEqual([`${disks[0]}: given twice; read once`]);
+    expect(() => twice.select({ volume: VOL_A, replica: 'nope' })).toThrow(/no replica "nope" of volume .*; replicas: .*-r-00000000$/);
+    twice.close();
   });
 
   it('an encrypted volume (a LUKS header at byte 0) is served as ciphertext and said so; a changed image is noticed', async () => {

@@ -69,7 +69,7 @@ describe('cat and export', () => {
     expect(sha256(chainfsOk(['cat', ...imgs, '--backing-image', 'ubuntu-base']))).toBe(lvols.find((l) => l.longhorn_role === 'backing-image')!.sha256);
     const r = chainfs(['cat', ...imgs]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^chainfs: .*several volumes on this disk; pick one with --volume \(pvc-3f6d2a8e-91b4-4c1e-a7d2-5b0e8c4f1a93, pvc-b71c09e4-2d3a-4f5b-8c6d-7e8f90a1b2c3\)/);
+    expect(r.stderr).toMatch(/^chainfs: .*several volumes on these disks; pick one with --volume \(volumes: pvc-3f6d2a8e-91b4-4c1e-a7d2-5b0e8c4f1a93, pvc-b71c09e4-2d3a-4f5b-8c6d-7e8f90a1b2c3\)/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 

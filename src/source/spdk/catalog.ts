@@ -14,6 +14,7 @@
 import { Chain, type ChainOptions } from '../../chain/chain';
 import { ChainfsError } from '../../errors';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelector } from '../catalog';
+import { didYouMean } from '../replica/replica';
 import type { Disk } from './disk';
 import { chainOf, type Lvol } from './lvstore';
 import { buildModel, pathPart, type Model, type ReplicaEntry } from './model';
@@ -87,11 +88,11 @@ export class SpdkCatalog implements Catalog {
     if (sel.lvol !== undefined) {
       if (sel.volume ?? sel.replica ?? sel.snapshot ?? sel.backingImage) throw new ChainfsError(undefined, '--lvol names one lvol: give it alone');
       const hits = this.list.filter((v) => v.kind === 'lvol' && (v.lvol.name === sel.lvol || v.path === `lvols/${pathPart(sel.lvol!)}.img`));
-      return this.one(hits, `lvol ${JSON.stringify(sel.lvol)}`, this.list.filter((v) => v.kind === 'lvol').map((v) => v.name));
+      return this.one(hits, `lvol ${JSON.stringify(sel.lvol)}`, sel.lvol!, this.list.filter((v) => v.kind === 'lvol').map((v) => v.name), 'lvols');
     }
     if (sel.backingImage !== undefined) {
       const hits = this.list.filter((v) => v.kind === 'backing-image' && v.name === sel.backingImage);
-      return this.one(hits, `backing image ${JSON.stringify(sel.backingImage)}`, this.model.backingImages.map((b) => b.name));
+      return this.one(hits, `backing image ${JSON.stringify(sel.backingImage)}`, sel.backingImage!, this.model.backingImages.map((b) => b.name), 'backing images');
     }
     const r = this.pickReplica(sel);
     if (sel.snapshot === undefined) {
@@ -102,7 +103,7 @@ export class SpdkCatalog implements Catalog {
     const want = sel.snapshot;
     let hits = snaps.filter((v) => v.name === want || v.lvol.name === want || v.path.endsWith(`/${pathPart(want)}.img`));
     if (hits.length === 0) hits = snaps.filter((v) => v.name.startsWith(want));
-    return this.one(hits, `snapshot ${JSON.stringify(want)} of replica ${r.name}`, snaps.map((v) => v.name));
+    return this.one(hits, `snapshot ${JSON.stringify(want)} of replica ${r.name}`, want, snaps.map((v) => v.name), 'snapshots');
   }
 
   /** The replica `sel` names, or the volume's salvage pick. */
@@ -112,24 +113,26 @@ export class SpdkCatalog implements Catalog {
       const hits = all.filter((r) => (r.name === sel.replica || r.dir.endsWith(`/${sel.replica}`)) && (sel.volume === undefined || r.volume === sel.volume));
       if (hits.length === 1) return hits[0];
       if (hits.length > 1) throw new ChainfsError(this.label, `replica ${sel.replica} is on several disks: ${hits.map((r) => r.dir.split('/').pop()).join(', ')}; name one of those`);
-      throw new ChainfsError(this.label, `no replica ${JSON.stringify(sel.replica)}${sel.volume ? ` of volume ${sel.volume}` : ''}; replicas: ${all.map((r) => r.name).join(', ') || 'none'}`);
+      const names = all.filter((r) => sel.volume === undefined || r.volume === sel.volume).map((r) => r.name);
+      throw new ChainfsError(this.label, `no replica ${JSON.stringify(sel.replica)}${sel.volume ? ` of volume ${sel.volume}` : ''}; ${didYouMean(sel.replica, names, 'replicas')}`);
     }
     let vol = this.model.volumes.find((v) => v.name === sel.volume);
     if (sel.volume === undefined) {
       if (this.model.volumes.length !== 1) {
-        throw new ChainfsError(this.label, `${this.model.volumes.length === 0 ? 'no volume' : 'several volumes'} on this disk; pick one with --volume (${this.model.volumes.map((v) => v.name).join(', ') || 'none'}), or --lvol / --backing-image`);
+        if (this.model.volumes.length === 0) throw new ChainfsError(this.label, `no Longhorn volume on ${this.disks.length > 1 ? 'these disks' : 'this disk'}; pick an lvol with --lvol or a backing image with --backing-image (inspect lists them)`);
+        throw new ChainfsError(this.label, `several volumes on ${this.disks.length > 1 ? 'these disks' : 'this disk'}; pick one with --volume (${didYouMean('', this.model.volumes.map((v) => v.name), 'volumes')})`);
       }
       vol = this.model.volumes[0];
     }
-    if (!vol) throw new ChainfsError(this.label, `no volume ${JSON.stringify(sel.volume)}; volumes: ${this.model.volumes.map((v) => v.name).join(', ') || 'none'}`);
+    if (!vol) throw new ChainfsError(this.label, `no volume ${JSON.stringify(sel.volume)}; ${didYouMean(sel.volume!, this.model.volumes.map((v) => v.name), 'volumes')}`);
     if (!vol.picked) throw new ChainfsError(this.label, `volume ${vol.name} has no replica with a readable head: ${vol.replicas.map((r) => `${r.name}: ${r.head?.problem ?? 'no head'}`).join('; ')}`);
     return vol.picked;
   }
 
-  private one(hits: SpdkView[], what: string, choices: string[]): SpdkView {
+  private one(hits: SpdkView[], what: string, query: string, choices: string[], plural: string): SpdkView {
     if (hits.length === 1) return hits[0];
     if (hits.length > 1) throw new ChainfsError(this.label, `${what} matches several: ${hits.map((v) => v.path).join(', ')}`);
-    throw new ChainfsError(this.label, `no ${what}; choices: ${choices.join(', ') || 'none'}`);
+    throw new ChainfsError(this.label, `no ${what}; ${didYouMean(query, choices, plural)}`);
   }
 
   close(): void {

@@ -29,7 +29,11 @@ export function openSpdk(args: string[], opts: SourceOptions = {}): SpdkCatalog 
     try {
       const d = Disk.open(a, opts.force ?? false, (m) => warnings.push(m));
       const id = `${d.dev.stat.dev}:${d.dev.stat.ino}:${d.dev.stat.rdev}`;
-      if (seen.has(id)) { d.close(); throw new ChainfsError(a, 'given twice'); }
+      if (seen.has(id)) {
+        d.close();
+        warnings.push(`${a}: given twice; read once`);
+        continue;
+      }
       seen.add(id);
       disks.push(d);
     } catch (e) {
