@@ -7,6 +7,7 @@ import { errorDocument, jsonRequested } from './json';
 import { inspectCommand } from './inspect';
 import { mapCommand } from './map';
 import { mountCommand, umountCommand } from './mount';
+import { mountsCommand } from './mounts';
 
 export function program(): Command {
   const p = new Command('chainfs')
@@ -23,7 +24,7 @@ export function program(): Command {
     },
   };
   p.configureOutput(output);
-  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand(), (require('./compare') as typeof import('./compare')).compareCommand()]) {
+  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), mountsCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand(), (require('./compare') as typeof import('./compare')).compareCommand()]) {
     p.addCommand(c.exitOverride().configureOutput(output));
   }
   return p;

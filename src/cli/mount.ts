@@ -10,8 +10,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
 import { Log } from '../fuse/log';
 import {
-  absoluteMountPoint, defaultLogPath, fusermount, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
-  removeRecord, writeRecord,
+  absoluteMountPoint, defaultLogPath, fusermount, holders, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
+  removeRecord, writeRecord, type Holders,
 } from '../fuse/mountpoint';
 import { startDaemon } from './launch';
 import { EXIT_USAGE, action, addSourceOptions, openCatalog, warn, type SourceCliOptions } from './common';
@@ -23,6 +23,51 @@ interface MountOptions extends SourceCliOptions {
   debug?: boolean;
   log?: string;
   readyFd?: number;
+  /** -o options, as given (applied by applyMountOptions). */
+  options?: string[];
+}
+
+/** The -o options chainfs takes, as sshfs and guestmount spell them. */
+const O_OPTIONS = 'allow_other, ro (always: a no-op), cache_mb=N, debug';
+
+/** One -o option, split: `cache_mb=64` -> ['cache_mb', '64']. */
+function splitOption(o: string): [string, string | undefined] {
+  const eq = o.indexOf('=');
+  return eq < 0 ? [o, undefined] : [o.slice(0, eq), o.slice(eq + 1)];
+}
+
+/**
+ * commander's parser of `-o opt[,opt]` (repeatable): checks every option,
+ * so that a wrong one is a usage error (exit 2) naming what is accepted,
+ * never an option silently ignored, and collects them.
+ */
+function collectMountOptions(value: string, previous: string[] = []): string[] {
+  const opts = value.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const o of opts) {
+    const [key, v] = splitOption(o);
+    if ((key === 'allow_other' || key === 'ro' || key === 'debug') && v === undefined) continue;
+    if (key === 'cache_mb' && v !== undefined) {
+      const n = Number(v);
+      if (Number.isInteger(n) && n > 0) continue;
+      throw new InvalidArgumentError(`cache_mb must be a positive integer, got ${JSON.stringify(v)}`);
+    }
+    if (key === 'rw') throw new InvalidArgumentError('rw: chainfs mounts are read-only (the sources are never written)');
+    throw new InvalidArgumentError(`${o} is not a chainfs mount option (chainfs takes ${O_OPTIONS})`);
+  }
+  return [...previous, ...opts];
+}
+
+/**
+ * Applies the -o options to the long ones: allow_other, ro (every chainfs
+ * mount is read-only: accepted, changes nothing), cache_mb=N, debug.
+ */
+export function applyMountOptions(opts: MountOptions): void {
+  for (const o of opts.options ?? []) {
+    const [key, value] = splitOption(o);
+    if (key === 'allow_other') opts.allowOther = true;
+    else if (key === 'debug') opts.debug = true;
+    else if (key === 'cache_mb') opts.cacheMb = Number(value);
+  }
 }
 
 export function mountCommand(): Command {
@@ -34,10 +79,12 @@ export function mountCommand(): Command {
     .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', parsePositive, 64)
     .option('--allow-other', 'let other users read the images (file modes follow the replica; needs user_allow_other for non-root)')
     .option('--debug', 'log every FUSE request (to the log; to stderr with -f)')
-    .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs)')
+    .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs, removed at a clean unmount)')
+    .option('-o, --options <opt,...>', `mount options as sshfs/guestmount take them: ${O_OPTIONS}`, collectMountOptions)
     .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(Number).hideHelp())
     .action(action((args: string[], opts: MountOptions) => {
       if (args.length < 2) throw usageError('mount needs a source and a mount point');
+      applyMountOptions(opts);
       return mount(args.slice(0, -1), args[args.length - 1], opts);
     }));
 }
@@ -140,7 +187,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   } catch (e) {
     throw new ChainfsError(mp, `mount failed: ${(e as Error).message}${process.getuid?.() !== 0 ? ' (not root: is fusermount allowed?)' : ''}`);
   }
-  writeRecord(mp, { pid: process.pid, replica: catalog.label, log: opts.log ?? '' });
+  writeRecord(mp, { pid: process.pid, replica: catalog.label, log: logFile ?? '', since: new Date().toISOString() });
   let exiting = false;
   const exit = async (why: string, code: number) => {
     if (exiting) return;
@@ -148,6 +195,8 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
     log.info(`${why}: unmounting ${mp}`);
     await daemon.unmount();
     removeRecord(mp, process.pid);
+    // Our own log (not one the user named) goes with a clean unmount: /run/chainfs does not fill up.
+    if (logFile === defaultLogPath(mp) && code === 0 && !mountAt(mp)) fs.rmSync(logFile, { force: true });
     catalog.close();
     process.exit(code);
   };
@@ -248,7 +297,7 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
     const r = fusermount([lazy || stale ? '-uz' : '-u', mp]);
     if (!r.ok) {
       const busy = /busy/i.test(r.message);
-      throw new ChainfsError(mp, busy ? 'mount point is busy (a process is using it); close it, or use --lazy' : `unmount failed: ${r.message}`);
+      throw new ChainfsError(mp, busy ? busyMessage(holders(mp)) : `unmount failed: ${r.message}`);
     }
   }
   // The daemon notices the unmount by itself within a second; SIGTERM makes
@@ -257,7 +306,26 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
     process.kill(rec.pid, 'SIGTERM');
     if (!(await waitExit(rec.pid, 10_000))) warn(`daemon ${rec.pid} did not exit after SIGTERM`);
   }
-  if (rec && !isAlive(rec.pid)) removeRecord(mp, rec.pid);
+  if (rec && !isAlive(rec.pid)) {
+    removeRecord(mp, rec.pid);
+    // A daemon that died (stale mount) could not remove its own log.
+    if (!lazy && rec.log === defaultLogPath(mp)) fs.rmSync(rec.log, { force: true });
+  }
+}
+
+/**
+ * `mount point is busy: /dev/loop3 is backed by MP/volume.img (losetup -d
+ * /dev/loop3); process 812 (qemu-img) has MP/x.img open; ...; close them,
+ * or use --lazy`.
+ */
+export function busyMessage(h: Holders): string {
+  const what: string[] = [];
+  for (const l of h.loops) what.push(`${l.device} is backed by ${l.file} (detach it: losetup -d ${l.device})`);
+  for (const m of h.submounts) what.push(`${m} is mounted on it (umount ${m})`);
+  for (const p of h.processes.slice(0, 5)) what.push(`process ${p.pid} (${p.command}) has ${p.path} open`);
+  if (h.processes.length > 5) what.push(`${h.processes.length - 5} more processes`);
+  if (what.length === 0) return 'mount point is busy (a process is using it, perhaps as another user: try as root to see which); close it, or unmount with --lazy';
+  return `mount point is busy: ${what.join('; ')}; release them, or unmount with --lazy (detaches now, ends when the last user is gone)`;
 }
 
 async function waitExit(pid: number, ms: number): Promise<boolean> {

@@ -74,10 +74,15 @@ export function fusermount(args: string[]): { ok: boolean; message: string } {
 
 // --- pid files -------------------------------------------------------------
 
+/** The pid file of a mount daemon: `<run dir>/<encoded mount point>.json`. */
 export interface DaemonRecord {
   pid: number;
+  /** The source as the user named it (the catalog's label). */
   replica: string;
+  /** The daemon's log file ('' when it logs to stderr: -f). */
   log: string;
+  /** When the mount became ready (ISO 8601 UTC); absent in records of older versions. */
+  since?: string;
 }
 
 export function runDir(): string {
@@ -105,6 +110,123 @@ export function readRecord(mountPoint: string): DaemonRecord | undefined {
 export function removeRecord(mountPoint: string, pid: number): void {
   const rec = readRecord(mountPoint);
   if (rec && rec.pid === pid) fs.rmSync(recordPath(mountPoint), { force: true });
+}
+
+/** A record found in the run directory, with the mount point it is named after. */
+export interface ListedRecord extends DaemonRecord {
+  mountPoint: string;
+  /** The record file's mtime when `since` is absent. */
+  since: string;
+}
+
+/** Every daemon record of this user's run directory (this host's chainfs mounts), by mount point. */
+export function listRecords(): ListedRecord[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(runDir());
+  } catch {
+    return [];
+  }
+  const out: ListedRecord[] = [];
+  for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
+    let mountPoint: string;
+    try {
+      mountPoint = decodeURIComponent(n.slice(0, -'.json'.length));
+    } catch {
+      continue;
+    }
+    const file = path.join(runDir(), n);
+    try {
+      const rec = JSON.parse(fs.readFileSync(file, 'utf8')) as DaemonRecord;
+      if (typeof rec.pid !== 'number') continue;
+      out.push({ ...rec, mountPoint, since: rec.since ?? fs.statSync(file).mtime.toISOString() });
+    } catch {
+      // a record being written or removed right now
+    }
+  }
+  return out;
+}
+
+/** What keeps a mount busy: loop devices backed by its files, processes with files (or cwd) under it, mounts on it. */
+export interface Holders {
+  /** `/dev/loopN` and the file under the mount point it is backed by. */
+  loops: Array<{ device: string; file: string }>;
+  /** Processes and the first path under the mount point they hold. */
+  processes: Array<{ pid: number; command: string; path: string }>;
+  /** Mount points below it (e.g. fuse2fs mounts of its images). */
+  submounts: string[];
+}
+
+/**
+ * Finds the holders of `mountPoint` without touching the mount itself:
+ * /sys/block/loop*\/loop/backing_file, the links of /proc/PID/{cwd,root,fd/*},
+ * and /proc/self/mountinfo. Processes of other users are seen only by root.
+ */
+export function holders(mountPoint: string): Holders {
+  const under = (p: string) => p === mountPoint || p.startsWith(`${mountPoint}/`);
+  const loops: Holders['loops'] = [];
+  for (const dev of safeReaddir('/sys/block').filter((d) => d.startsWith('loop'))) {
+    const file = safeRead(`/sys/block/${dev}/loop/backing_file`)?.trim();
+    if (file && under(file)) loops.push({ device: `/dev/${dev}`, file });
+  }
+  const processes: Holders['processes'] = [];
+  for (const p of safeReaddir('/proc').filter((d) => /^\d+$/.test(d))) {
+    const pid = Number(p);
+    if (pid === process.pid) continue;
+    const links = ['cwd', 'root', ...safeReaddir(`/proc/${p}/fd`).map((fd) => `fd/${fd}`)];
+    for (const l of links) {
+      const target = safeReadlink(`/proc/${p}/${l}`);
+      if (target && under(target.replace(/ \(deleted\)$/, ''))) {
+        processes.push({ pid, command: safeRead(`/proc/${p}/comm`)?.trim() ?? '?', path: target });
+        break;
+      }
+    }
+  }
+  const submounts = mountsBelow(mountPoint);
+  return { loops, processes, submounts };
+}
+
+/** Mount points strictly below `mountPoint`, deepest first (the order to unmount them). */
+export function mountsBelow(mountPoint: string): string[] {
+  let text = '';
+  try {
+    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const out = new Set<string>();
+  for (const line of text.split('\n')) {
+    const parts = line.split(' ');
+    if (parts.length > 4) {
+      const mp = unescape(parts[4]);
+      if (mp.startsWith(`${mountPoint}/`)) out.add(mp);
+    }
+  }
+  return [...out].sort((a, b) => b.length - a.length);
+}
+
+function safeReaddir(p: string): string[] {
+  try {
+    return fs.readdirSync(p);
+  } catch {
+    return [];
+  }
+}
+
+function safeRead(p: string): string | undefined {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+function safeReadlink(p: string): string | undefined {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return undefined;
+  }
 }
 
 export function defaultLogPath(mountPoint: string): string {

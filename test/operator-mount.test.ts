@@ -1,0 +1,143 @@
+/**
+ * Mount conventions (issue #14 item 5) through the real CLI and real
+ * mounts: `-o` as sshfs/guestmount take it, `chainfs mounts`, a busy
+ * unmount that names its holders (a real loop device, a real process) and
+ * says how to release them, and the daemon's log removed at a clean
+ * unmount.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chainfs, chainfsOk } from './helpers/cli';
+import { isMounted, mountReplica, unmountAll } from './helpers/mount';
+import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
+import { revert } from './helpers/scenarios';
+
+const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
+afterEach(breathe);
+
+let tmp: string;
+let built: BuiltReplica;
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-op-mount-'));
+  built = buildReplica(revert, tmp);
+});
+afterAll(() => {
+  unmountAll();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const RUN = '/run/chainfs';
+const record = (mp: string) => path.join(RUN, `${encodeURIComponent(mp)}.json`);
+const log = (mp: string) => path.join(RUN, `${encodeURIComponent(mp)}.log`);
+/** The super options of the mount at `mp` (mountinfo's last field). */
+function superOptions(mp: string): string {
+  const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === mp);
+  return line ? line.split(' ').pop()! : '';
+}
+
+describe('-o options', () => {
+  it('takes ro (a no-op), cache_mb=N and allow_other, repeated or comma-separated', () => {
+    const mp = path.join(tmp, 'o-ok');
+    mountReplica(built.dir, mp, ['-o', 'ro,cache_mb=32', '-o', 'allow_other']);
+    expect(isMounted(mp)).toBe(true);
+    expect(superOptions(mp)).toMatch(/allow_other/);
+    expect(fs.readdirSync(path.join(mp, 'snapshots')).sort()).toEqual(['s1.img', 's2.img', 's3.img', 's4.img']);
+    chainfsOk(['umount', mp]);
+    const plain = path.join(tmp, 'o-plain');
+    mountReplica(built.dir, plain);
+    expect(superOptions(plain)).not.toMatch(/allow_other/);
+    chainfsOk(['umount', plain]);
+  });
+
+  it('refuses an unknown option, rw and a bad cache_mb as usage errors naming what is accepted', () => {
+    const mp = path.join(tmp, 'o-bad');
+    fs.mkdirSync(mp);
+    for (const [o, re] of [
+      ['ro,bogus', /bogus is not a chainfs mount option \(chainfs takes allow_other, ro .*cache_mb=N/],
+      ['rw', /read-only/],
+      ['cache_mb=lots', /cache_mb must be a positive integer/],
+    ] as const) {
+      const r = chainfs(['mount', built.dir, mp, '-o', o]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(re);
+      expect(isMounted(mp)).toBe(false);
+    }
+    expect(chainfs(['mount', '--help']).stdout.toString()).toMatch(/-o, --options <opt,...>[\s\S]*allow_other/);
+  });
+});
+
+describe('chainfs mounts', () => {
+  it('lists the mount (mount point, source, pid, since, log), as text and JSON; nothing once unmounted', () => {
+    const mp = path.join(tmp, 'listed');
+    const before = Date.now();
+    mountReplica(built.dir, mp);
+    const list = JSON.parse(chainfsOk(['mounts', '--json']).toString()) as Array<Record<string, unknown>>;
+    const mine = list.find((m) => m.mountPoint === mp)!;
+    expect(mine).toBeDefined();
+    expect(mine.source).toBe(built.dir);
+    expect(mine.state).toBe('mounted');
+    expect(fs.readFileSync(`/proc/${mine.pid as number}/cmdline`, 'utf8')).toContain('chainfs');
+    expect(Date.parse(mine.since as string)).toBeGreaterThanOrEqual(before - 1000);
+    expect(mine.log).toBe(log(mp));
+    expect(fs.existsSync(log(mp))).toBe(true);
+    const text = chainfsOk(['mounts']).toString();
+    expect(text.split('\n')[0]).toMatch(/^MOUNT POINT +SOURCE +PID +SINCE +STATE +LOG$/);
+    expect(text).toContain(`${mp}  `);
+    chainfsOk(['umount', mp]);
+    const after = JSON.parse(chainfsOk(['mounts', '--json']).toString()) as Array<Record<string, unknown>>;
+    expect(after.find((m) => m.mountPoint === mp)).toBeUndefined();
+    // a clean unmount leaves no log and no record behind
+    expect(fs.existsSync(log(mp))).toBe(false);
+    expect(fs.existsSync(record(mp))).toBe(false);
+  });
+});
+
+describe('a busy unmount', () => {
+  let holder: ChildProcess | undefined;
+  let loop: string | undefined;
+  afterEach(() => {
+    holder?.kill('SIGKILL');
+    if (loop) spawn('losetup', ['-d', loop]);
+    holder = undefined;
+    loop = undefined;
+  });
+
+  it('names the loop device backed by a file of the mount and the process holding a file, and suggests the fix', async () => {
+    const mp = path.join(tmp, 'busy');
+    mountReplica(built.dir, mp);
+    loop = execFileSync('losetup', ['-r', '-f', '--show', path.join(mp, 'volume.img')], { encoding: 'utf8' }).trim();
+    const held = path.join(mp, 'snapshots', 's2.img');
+    const fd = fs.openSync(held, 'r');
+    holder = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
+    fs.closeSync(fd); // the child has its own copy: only it holds the file
+    await new Promise((r) => setTimeout(r, 200));
+
+    const r = chainfs(['umount', mp]);
+    expect(r.code).toBe(1);
+    const line = r.stderr.trim();
+    expect(line.split('\n')).toHaveLength(1);
+    expect(line).toContain(`${loop} is backed by ${path.join(mp, 'volume.img')} (detach it: losetup -d ${loop})`);
+    expect(line).toContain(`process ${holder.pid} (sleep) has ${held} open`);
+    expect(line).toMatch(/--lazy/);
+    expect(isMounted(mp)).toBe(true);
+
+    execFileSync('losetup', ['-d', loop]);
+    loop = undefined;
+    const second = chainfs(['umount', mp]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).not.toMatch(/loop/);
+    expect(second.stderr).toContain(`process ${holder.pid} (sleep)`);
+
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder!.once('exit', r));
+    holder = undefined;
+    chainfsOk(['umount', mp]);
+    expect(isMounted(mp)).toBe(false);
+    expect(fs.existsSync(log(mp))).toBe(false);
+  });
+});
