@@ -78,6 +78,7 @@ export class NodeCatalog implements Catalog {
         byVolume.set(e.volume, list);
       }
     });
+    const wholeSeconds: string[] = [];
     const volumes: VolumeFacts[] = [...byVolume.keys()].sort(byName).map((name) => {
       const replicas = byVolume.get(name)!.sort((a, b) => byName(a.id, b.id));
       const size = checkSizes(replicas);
@@ -85,13 +86,15 @@ export class NodeCatalog implements Catalog {
         dir: r.id, revisionCounter: r.revisionCounter.kind === 'value' ? r.revisionCounter.value : null,
         headMtimeNs: r.headMtimeNs!, headAllocatedBytes: r.headAllocatedBytes!,
       })));
-      const whole = replicas.filter((r) => !r.unusable && r.headMtimeNs !== null && r.headMtimeNs % 1_000_000_000n === 0n);
-      if (pick.rule === 'salvage' && whole.length > 0) {
-        warnings.push(`volume ${name}: head mtime of ${whole.map((r) => r.id).join(', ')} has no sub-second part: ` +
-          'if the files were copied by a tool that keeps only whole seconds, the 5 s salvage window may not match the original disks');
-      }
+      if (pick.rule === 'salvage' && replicas.some((r) => !r.unusable && r.headMtimeNs! % 1_000_000_000n === 0n)) wholeSeconds.push(name);
       return { name, size, pick, replicas };
     });
+    if (wholeSeconds.length > 0) {
+      // One warning for the node, not one per volume: 250 volumes must not print 250 lines on every command.
+      warnings.push(`${wholeSeconds.length} volume(s) picked by the salvage rule have head mtimes in whole seconds ` +
+        `(${wholeSeconds.slice(0, 5).join(', ')}${wholeSeconds.length > 5 ? ', ...' : ''}): if the files were copied by a tool ` +
+        'that keeps only whole seconds, the 5 s window may not match the original disks');
+    }
     const users = new Map<string, string[]>();
     for (const v of volumes) for (const r of v.replicas) if (r.backingDir) users.set(r.backingDir, [...(users.get(r.backingDir) ?? []), r.id]);
     const backingImages = indexBackingImages(roots, users);
