@@ -14,7 +14,7 @@ import { blobIdHex } from '../src/source/spdk/md-page';
 import type { SpdkCatalog } from '../src/source/spdk/catalog';
 import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';
 import {
-  REP_A, REP_B, VOL_A, VOL_B, chainScenario, deletedMiddleScenario, expansionScenario, revertScenario, tornScenario, twoVolumesScenario,
+  REP_A, VOL_A, VOL_B, chainScenario, deletedMiddleScenario, expansionScenario, revertScenario, tornScenario, twoVolumesScenario,
 } from './helpers/spdk-scenarios';
 import { FIXTURES, FIXTURE_NAMES, readView } from './helpers/spdk-oracle';
 
@@ -100,7 +100,7 @@ describe.each([
     const { b, cat } = open(chainScenario);
     await expectModel(cat, b);
     expect(cat.views().filter((v) => v.kind !== 'lvol').map((v) => v.path).sort()).toEqual(
-      [`${dirA}/snapshots/s1.img`, `${dirA}/snapshots/s2.img`, `${dirA}/snapshots/s3.img`, `${dirA}/volume.img`]);
+      [`${dirA}/snapshots/s1.img`, `${dirA}/snapshots/s2.img`, `${dirA}/snapshots/s3.img`, `${dirA}/volume.img`, `volumes/${VOL_A}/volume.img`]);
     expect((await readView(cat.select({}))).equals(b.read(b.byName(REP_A).id))).toBe(true);
     expect((await readView(cat.select({ snapshot: 's2' }))).equals(b.read(b.byName(`${REP_A}-snap-s2`).id))).toBe(true);
     expect(cat.render()).toContain('chain: head -> snap:s3 -> snap:s2 -> snap:s1');
@@ -135,7 +135,8 @@ describe.each([
     const { b, cat } = open(twoVolumesScenario);
     await expectModel(cat, b);
     expect(() => cat.select({})).toThrow(/several volumes/);
-    expect(cat.select({ volume: VOL_B }).path).toBe(`volumes/${VOL_B}/replicas/${REP_B}/volume.img`);
+    expect(cat.select({ volume: VOL_B }).path).toBe(`volumes/${VOL_B}/volume.img`);
+    expect(() => cat.select({ volume: VOL_B, backingImage: 'base' })).toThrow(/--backing-image selects a backing image on its own/);
     expect((await readView(cat.select({ backingImage: 'base' }))).equals(b.read(b.byName(`bi-base-disk-${b.lvsUuid}`).id))).toBe(true);
     expect(cat.view('backing-images/base.img')).toBeDefined();
     expect(cat.render()).toContain('chain: head -> snap:b1 -> bi:base');
@@ -190,7 +191,8 @@ describe('v2 disk metadata shapes', () => {
       return build(b);
     });
     const cat = openSpdk(disks);
-    expect(cat.select({ volume: VOL_A }).path).toBe(`volumes/${VOL_A}/replicas/${VOL_A}-r-00000001/volume.img`);
+    expect(cat.select({ volume: VOL_A }).path).toBe(`volumes/${VOL_A}/volume.img`);
+    expect((cat.select({ volume: VOL_A }) as unknown as { lvol: { name: string } }).lvol.name).toBe(`${VOL_A}-r-00000001`);
     expect((cat.report() as { volumes: { equivalent: string[] }[] }).volumes[0].equivalent).toEqual([`volumes/${VOL_A}/replicas/${VOL_A}-r-00000002`]);
     expect(cat.render()).toMatch(/r-00000002 on disk-2 \[equivalent\]/);
     cat.close();

@@ -105,8 +105,11 @@ describe('mount DISK... MP', () => {
     try {
       for (const l of lvols) expect(sha256(fs.readFileSync(path.join(mp, 'lvols', `${l.name}.img`))), l.name).toBe(l.sha256);
       const catalog = JSON.parse(fs.readFileSync(path.join(mp, 'catalog.json'), 'utf8'));
-      const views = catalog.views.filter((v: { kind: string }) => v.kind !== 'lvol');
+      const views = catalog.views.filter((v: { kind: string }) => v.kind !== 'lvol' && v.kind !== 'volume');
       expect(views.length).toBe(lvols.length);
+      for (const v of catalog.volumes) {
+        expect(fs.readFileSync(path.join(mp, 'volumes', v.name, 'volume.img')).equals(fs.readFileSync(path.join(mp, v.picked, 'volume.img')))).toBe(true);
+      }
       const lvolOf = (p: string) => catalog.disks.flatMap((d: { lvols: { name: string }[] }) => d.lvols).find((l: { name: string }) =>
         p.endsWith('/volume.img') ? p.split('/')[3] === l.name : p.startsWith('backing-images/') ? l.name.startsWith('bi-') : l.name.endsWith(`-snap-${path.basename(p, '.img')}`));
       for (const v of views) {

@@ -94,7 +94,7 @@ describe.each(FIXTURE_NAMES)('SPDK-written v2 disk %s', (name) => {
       expect(Array.from({ length: data.length >> 20 }, (_, i) => sha256(data.subarray(i << 20, (i + 1) << 20)))).toEqual(m.per_mib_sha256);
     }
     const longhorn = cat.views().filter((v) => v.kind !== 'lvol');
-    expect(longhorn.length).toBe(manifest.lvols.length);
+    expect(longhorn.length).toBe(manifest.lvols.length + 1); // + volumes/<volume>/volume.img
     for (const v of longhorn) {
       const m = (manifest.lvols as ManifestLvol[]).find((x) => x.name === (v as unknown as { lvol: { name: string } }).lvol.name)!;
       expect(sha256(await readView(v)), v.path).toBe(m.sha256);
@@ -104,8 +104,9 @@ describe.each(FIXTURE_NAMES)('SPDK-written v2 disk %s', (name) => {
   it('names views by Longhorn\'s names and picks the replica', () => {
     const head = (manifest.lvols as ManifestLvol[]).find((m) => m.longhorn_role === 'replica-head')!;
     const vol = head.name.replace(/-r-[0-9a-z]{8}$/, '');
-    expect(cat.select({}).path).toBe(`volumes/${vol}/replicas/${head.name}/volume.img`);
-    expect(cat.select({ volume: vol }).path).toBe(`volumes/${vol}/replicas/${head.name}/volume.img`);
+    expect(cat.select({}).path).toBe(`volumes/${vol}/volume.img`);
+    expect(cat.select({ volume: vol }).path).toBe(`volumes/${vol}/volume.img`);
+    expect(cat.select({ volume: vol, replica: head.name }).path).toBe(`volumes/${vol}/replicas/${head.name}/volume.img`);
     for (const m of (manifest.lvols as ManifestLvol[]).filter((x) => x.longhorn_role === 'snapshot')) {
       const snap = m.name.slice(head.name.length + '-snap-'.length);
       expect(cat.select({ snapshot: snap }).path).toBe(`volumes/${vol}/replicas/${head.name}/snapshots/${snap}.img`);

@@ -1,6 +1,7 @@
 /**
  * One or more v2 disks as a Catalog:
  *
+ *   volumes/<volume>/volume.img                               the volume: the picked replica's head
  *   volumes/<volume>/replicas/<replica>/volume.img            a replica's head
  *   volumes/<volume>/replicas/<replica>/snapshots/<name>.img  its snapshots
  *   backing-images/<name>.img                                 backing image lvols
@@ -35,6 +36,8 @@ export class SpdkCatalog implements Catalog {
     this.warnings = [...warnings, ...disks.flatMap((d) => [...d.lvs.bs.warnings, ...d.lvs.warnings])];
     this.model = buildModel(disks);
     for (const v of this.model.volumes) {
+      const p = v.picked;
+      if (p) this.add(new SpdkView(p.disk, p.head!, `volumes/${pathPart(v.name)}/volume.img`, 'volume', v.name, replicaWarnings(p, p.head!)));
       for (const r of v.replicas) {
         if (r.head) this.add(new SpdkView(r.disk, r.head, `${r.dir}/volume.img`, 'head', r.name, replicaWarnings(r, r.head)));
         for (const s of r.snapshots) {
@@ -91,10 +94,12 @@ export class SpdkCatalog implements Catalog {
       return this.one(hits, `lvol ${JSON.stringify(sel.lvol)}`, sel.lvol!, this.list.filter((v) => v.kind === 'lvol').map((v) => v.name), 'lvols');
     }
     if (sel.backingImage !== undefined) {
+      if (sel.volume ?? sel.replica ?? sel.snapshot) throw new ChainfsError(undefined, '--backing-image selects a backing image on its own; leave out --volume, --replica and --snapshot');
       const hits = this.list.filter((v) => v.kind === 'backing-image' && v.name === sel.backingImage);
       return this.one(hits, `backing image ${JSON.stringify(sel.backingImage)}`, sel.backingImage!, this.model.backingImages.map((b) => b.name), 'backing images');
     }
     const r = this.pickReplica(sel);
+    if (sel.snapshot === undefined && sel.replica === undefined) return this.byPath.get(`volumes/${pathPart(r.volume)}/volume.img`)!;
     if (sel.snapshot === undefined) {
       if (!r.head) throw new ChainfsError(this.label, `replica ${r.name} has no head lvol on ${r.disk.dev.path} (only snapshots); pick one with --snapshot`);
       return this.byPath.get(`${r.dir}/volume.img`)!;
