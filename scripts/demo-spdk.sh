@@ -39,8 +39,9 @@ step "chainfs mount: every replica, snapshot, backing image and lvol as a flat r
 mkdir -p "$mnt"
 chainfs mount "${disks[@]}" "$mnt"
 (cd "$mnt" && find . -type f | sort)
-replica=$(find "$mnt/volumes/$vol" -name volume.img)
+replica=$(find "$mnt/volumes/$vol/replicas" -name volume.img)
 qemu-img info "$replica" | sed "s|$mnt/||"
+cmp "$replica" "$mnt/volumes/$vol/volume.img" && echo "volumes/$vol/volume.img is that replica (the salvage pick)"
 
 step "chainfs export --format qcow2 of a snapshot, compared with the mount"
 chainfs export "${disks[@]}" --volume "$vol" --snapshot daily-1 "$work/daily-1.qcow2" --format qcow2 --quiet
