@@ -49,4 +49,12 @@ cmp "$mnt/snapshots/before-upgrade.img" <(chainfs cat "$dir" --snapshot before-u
 step "chainfs umount"
 chainfs umount "$mnt"
 grep -qs " $mnt " /proc/mounts && { echo "still mounted!"; exit 1; }
-echo "unmounted; demo done"
+echo "unmounted"
+
+# Each other kind of source has its own small demo: a sample of it, inspected,
+# mounted, read with qemu-img.
+for kind in node backupstore spdk; do
+  step "chainfs on a ${kind/backupstore/backup target} (scripts/demo-$kind.sh)"
+  bash "scripts/demo-$kind.sh"
+done
+echo; echo "demo done"

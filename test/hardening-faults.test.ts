@@ -90,7 +90,7 @@ describe('faults while mounted', () => {
     expect(readAt(m.view(), 6 * MiB + 128 * KiB, 4096)).toBe('EIO');
 
     // After the watch: the whole view is stale, and so is s3's own view.
-    expect(await eventually(() => /volume: volume-snap-s3\.img size changed/.test(fs.readFileSync(m.log, 'utf8')))).toBe(true);
+    expect(await eventually(() => /volume\.img: volume-snap-s3\.img size changed/.test(fs.readFileSync(m.log, 'utf8')))).toBe(true);
     expect(readAt(m.view(), 0, 4096)).toBe('EIO');
     expect(readAt(m.view('s3'), 0, 4096)).toBe('EIO');
     // s1 and s2 do not use s3: still served, byte for byte.
@@ -121,7 +121,7 @@ describe('faults while mounted', () => {
     const fd = fs.openSync(path.join(m.r.dir, m.r.model.head), 'r+');
     fs.writeSync(fd, Buffer.alloc(4096, 0x77), 0, 4096, 3 * MiB);
     fs.closeSync(fd);
-    expect(await eventually(() => /volume: volume-head-\d+\.img modified \(mtime changed\) while mounted/.test(fs.readFileSync(m.log, 'utf8')))).toBe(true);
+    expect(await eventually(() => /volume\.img: volume-head-\d+\.img modified \(mtime changed\) while mounted/.test(fs.readFileSync(m.log, 'utf8')))).toBe(true);
     expect(readAt(m.view(), 3 * MiB, 4096)).toBe('EIO');
     expect(readAt(m.view(), 0, 4096)).toBe('EIO');
     expect(readAt(m.view('s3'), 6 * MiB, 256 * KiB)).toEqual(m.expected('s3', 6 * MiB, 256 * KiB));
