@@ -325,7 +325,7 @@ export class SpdkDiskBuilder {
   /** The descriptors of a blob, packed into pages' descriptor areas; extent pages written through `take`. */
   private serialize(b: BlobModel): { descs: Buffer[]; extentPages: { page: number; body: Buffer }[] } {
     const descs: Buffer[] = [];
-    let invalid = (b.thin ? 1 : 0) | (b.internal.size ? 2 : 0);
+    let invalid = (b.thin ? 1 : 0) | (b.internal.size ? 2 : 0) | (b.internal.has('EXTSNAP') ? 8 : 0);
     const extentPages: { page: number; body: Buffer }[] = [];
     const ext: Buffer[] = [];
     if (this.extentTable) {
