@@ -14,6 +14,7 @@ import { chainfs, chainfsOk } from './helpers/cli';
 import { isMounted } from './helpers/mount';
 import { qemuImg } from './helpers/qemu';
 import { FIXTURES, FIXTURE_NAMES, fileSha256, sha256, unpackFixture } from './helpers/spdk-oracle';
+import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';
 
 interface ManifestLvol { name: string; longhorn_role: string; sha256: string }
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-spdk-cli-'));
@@ -124,5 +125,28 @@ describe('mount DISK... MP', () => {
       chainfsOk(['umount', mp]);
     }
     expect(isMounted(mp)).toBe(false);
+  });
+});
+
+describe('compare: a volume\'s replicas on several disks', () => {
+  it('identical replicas exit 0; a diverged one lists the differing ranges and exits 1', () => {
+    const vol = 'pvc-cccccccc-0000-4000-8000-000000000003';
+    const disks = ['1a1a1a1a', '2b2b2b2b', '3c3c3c3c'].map((id, i) => {
+      const b = new SpdkDiskBuilder({ lvsName: `disk-${i}` });
+      const h = b.create(`${vol}-r-${id}`, 8 * MiB);
+      b.write(h, 0, Buffer.alloc(64 * 1024, 0x5a));
+      b.snapshot(h, `${vol}-r-${id}-snap-s1`);
+      if (i === 2) b.write(h, 3 * MiB + 8192, Buffer.alloc(4096, 0x77));
+      const f = path.join(tmp, `cmp-${i}.img`);
+      b.build(f);
+      return f;
+    });
+    const same = chainfs(['compare', ...disks, '--volume', vol, '--replica', `${vol}-r-1a1a1a1a`, '--replica', `${vol}-r-2b2b2b2b`]);
+    expect(same.code, same.stderr).toBe(0);
+    const diff = chainfs(['compare', ...disks, '--volume', vol, '--replica', `${vol}-r-1a1a1a1a`, '--replica', `${vol}-r-3c3c3c3c`]);
+    expect(diff.code, diff.stderr).toBe(1);
+    expect(String(diff.stdout)).toContain(`${3 * MiB + 8192} 4096`);
+    // the salvage pick: the head with the most clusters (3c3c3c3c has one, the others none)
+    expect(String(chainfsOk(['inspect', ...disks]))).toMatch(new RegExp(`${vol}-r-3c3c3c3c on disk-2 \\[picked\\]`));
   });
 });
