@@ -5,17 +5,12 @@
  * error retries as lz4 and an lz4 bad magic retries as gzip; then
  * hex(sha512(plain))[0:64] must equal the block's checksum.
  *
- * Nothing here runs on the main thread: gunzip on libuv's thread pool (node
- * zlib), lz4 frames in lz4-napi's native worker (lz4_flex, content checksum
- * checked), SHA-512 through WebCrypto's digest, also on the thread pool. A
- * 2 MiB lz4 block costs ~7 ms of one core, gzip ~10 ms, SHA-512 ~6 ms.
+ * Decompression and hashing run on worker threads (codec-pool.ts); only the
+ * choice of method and the comparisons happen here.
  */
-import { webcrypto } from 'node:crypto';
-import { promisify } from 'node:util';
-import * as zlib from 'node:zlib';
 import type { Compression } from './cfg';
+import { DecodeError, codecPool, type Decoded } from './codec-pool';
 
-const gunzip = promisify(zlib.gunzip);
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const LZ4_MAGIC = Buffer.from([0x04, 0x22, 0x4d, 0x18]);
 
@@ -48,22 +43,14 @@ export function describeProblem(p: BlockProblem): string {
   }
 }
 
-let lz4: typeof import('lz4-napi') | undefined;
-
-async function decompress(raw: Buffer, method: Compression): Promise<Buffer> {
-  switch (method) {
-    case 'none': return raw;
-    case 'gzip': return gunzip(raw);
-    case 'lz4':
-      lz4 ??= require('lz4-napi') as typeof import('lz4-napi');
-      return lz4.decompressFrame(raw);
-  }
+/** Decodes as `method` and hashes, on a worker thread. Throws DecodeError when it does not decode. */
+function decodeAs(raw: Buffer, method: Compression, keep: boolean): Promise<Decoded> {
+  return codecPool().run(raw, method, true, keep);
 }
 
 /** hex(SHA-512(data))[0:64], computed off the main thread. */
 export async function checksumOf(data: Buffer): Promise<string> {
-  const d = await webcrypto.subtle.digest('SHA-512', data);
-  return Buffer.from(d, 0, 32).toString('hex');
+  return (await codecPool().run(data, 'none', true, false)).sum;
 }
 
 /** The methods Longhorn tries for a block stored as `raw` in a backup using `method`. */
@@ -82,21 +69,23 @@ function sniff(raw: Buffer): Compression {
 /**
  * The verified plain bytes of a block. `blockSize` is the exact plain length
  * (a volume block; a backing image's last block may be shorter: `exact`
- * false). Throws BadBlock.
+ * false). Without `keep` only the verdict matters (verify): the result is
+ * empty. Throws BadBlock.
  */
 export async function decodeBlock(raw: Buffer, method: Compression, checksum: string, blockSize: number,
-  exact = true): Promise<Buffer> {
+  exact = true, keep = true): Promise<Buffer> {
   let failure: BadBlock | undefined;
   for (const m of longhornOrder(raw, method)) {
-    let plain: Buffer;
+    let decoded: Decoded;
     try {
-      plain = await decompress(raw, m);
+      decoded = await decodeAs(raw, m, keep);
     } catch (e) {
-      failure ??= new BadBlock('corrupt', `does not decompress as ${m} (${(e as Error).message})`);
+      if (!(e instanceof DecodeError)) throw e;
+      failure ??= new BadBlock('corrupt', `does not decompress as ${m} (${e.message})`);
       continue;
     }
     try {
-      return await verify(plain, checksum, blockSize, exact);
+      return verify(decoded, checksum, blockSize, exact);
     } catch (e) {
       if (!(e instanceof BadBlock)) throw e;
       failure = e;
@@ -108,7 +97,7 @@ export async function decodeBlock(raw: Buffer, method: Compression, checksum: st
   if (!longhornOrder(raw, method).includes(other)) {
     let intact = false;
     try {
-      await verify(await decompress(raw, other), checksum, blockSize, exact);
+      verify(await decodeAs(raw, other, false), checksum, blockSize, exact);
       intact = true;
     } catch {
       // not that either
@@ -118,11 +107,10 @@ export async function decodeBlock(raw: Buffer, method: Compression, checksum: st
   throw failure ?? new BadBlock('corrupt', `does not decompress as ${method}`);
 }
 
-async function verify(plain: Buffer, checksum: string, blockSize: number, exact: boolean): Promise<Buffer> {
-  if (exact ? plain.length !== blockSize : plain.length > blockSize) {
-    throw new BadBlock('size', `decompresses to ${plain.length} bytes, not ${blockSize}`);
+function verify({ plain, length, sum }: Decoded, checksum: string, blockSize: number, exact: boolean): Buffer {
+  if (exact ? length !== blockSize : length > blockSize) {
+    throw new BadBlock('size', `decompresses to ${length} bytes, not ${blockSize}`);
   }
-  const sum = await checksumOf(plain);
   if (sum !== checksum) throw new BadBlock('checksum', `content checksum is ${sum}`);
   return plain;
 }

@@ -124,7 +124,7 @@ export class BlockStore {
     }
     this.stats.fetched++;
     this.stats.fetchedBytes += raw.length;
-    const plain = await decodeBlock(raw, ref.compression, ref.checksum, ref.blockSize, ref.exact);
+    const plain = await decodeBlock(raw, ref.compression, ref.checksum, ref.blockSize, ref.exact, keep);
     if (keep) {
       this.memory.set(ref.key, plain);
       this.writeDiskCache(ref, plain);
