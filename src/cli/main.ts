@@ -24,7 +24,7 @@ export function program(): Command {
     },
   };
   p.configureOutput(output);
-  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), mountsCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand(), (require('./compare') as typeof import('./compare')).compareCommand()]) {
+  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), mountsCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand(), (require('./compare') as typeof import('./compare')).compareCommand(), (require('./diff') as typeof import('./diff')).diffCommand()]) {
     p.addCommand(c.exitOverride().configureOutput(output));
   }
   return p;
