@@ -8,7 +8,7 @@ SHELL := /bin/bash
 # headers (libfuse-dev, found by pkg-config) for the mount daemon, fuse3 for
 # fusermount (unmount), qemu-utils (qemu-img/qemu-io: the oracle in tests),
 # e2fsprogs (mkfs.ext4 -d).
-APT_PKGS := g++ make python3 pkg-config libfuse2 libfuse-dev fuse3 qemu-utils e2fsprogs
+APT_PKGS := g++ make python3 pkg-config libfuse2 libfuse-dev fuse3 qemu-utils e2fsprogs fuse2fs
 # Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
 # (peak RSS of a child) and openssl (the hash anchor).
 BENCH_APT_PKGS := qemu-system-common fio time openssl

@@ -23,6 +23,8 @@ interface MountOptions extends SourceCliOptions {
   debug?: boolean;
   log?: string;
   readyFd?: number;
+  /** Show the files of ext2/3/4 views under MP/files (fuse2fs). */
+  files?: boolean;
   /** -o options, as given (applied by applyMountOptions). */
   options?: string[];
 }
@@ -79,6 +81,8 @@ export function mountCommand(): Command {
     .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', parsePositive, 64)
     .option('--allow-other', 'let other users read the images (file modes follow the replica; needs user_allow_other for non-root)')
     .option('--debug', 'log every FUSE request (to the log; to stderr with -f)')
+    .option('--files', 'also show the files of ext2/3/4 views (and partitions) under MP/files/<view path>/, read-only, '
+      + 'by fuse2fs on the image files: no loop device needed; other file systems: a warning naming guestmount')
     .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs, removed at a clean unmount)')
     .option('-o, --options <opt,...>', `mount options as sshfs/guestmount take them: ${O_OPTIONS}`, collectMountOptions)
     .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(Number).hideHelp())
@@ -173,13 +177,18 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   const logFd = logFile ? openLog(logFile) : 2;
   const log = new Log(logFd, opts.debug);
   const unserved = views.filter((v) => v.problem).map((v) => `${v.path} is not served: ${v.problem}`);
-  for (const w of [...catalog.warnings, ...unserved, ...(catalog.inUse?.() ?? [])]) {
+  const tell = (w: string) => {
     log.info(`warning: ${w}`);
     if (ready) ready.say('warn', w);
     else if (logFd !== 2) warn(w);
-  }
+  };
+  // --files: which views hold ext2/3/4 (their first MiB), and the directories fuse2fs mounts on.
+  const files = opts.files ? await import('./files') : undefined;
+  const plan = files ? await files.planFiles(catalog, mp) : undefined;
+  for (const w of [...catalog.warnings, ...unserved, ...(catalog.inUse?.() ?? []), ...(plan?.warnings ?? [])]) tell(w);
+  const served = files && plan ? files.withFilesDirectories(catalog, plan) : catalog;
   const { MountDaemon } = await import('../fuse/daemon'); // the FUSE binding: only the daemon needs it
-  const daemon = new MountDaemon(catalog, mp, {
+  const daemon = new MountDaemon(served, mp, {
     cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });
   try {
@@ -193,6 +202,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
     if (exiting) return;
     exiting = true;
     log.info(`${why}: unmounting ${mp}`);
+    if (files) for (const w of await files.unmountFiles(mp)) log.error(`could not unmount ${w}`);
     await daemon.unmount();
     removeRecord(mp, process.pid);
     // Our own log (not one the user named) goes with a clean unmount: /run/chainfs does not fill up.
@@ -205,6 +215,10 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   process.on('SIGHUP', () => void exit('SIGHUP', 0));
   daemon.onExternalUnmount = () => void exit('unmounted', 0);
   log.info(`mounted ${catalog.label} on ${mp}`);
+  if (files && plan) {
+    for (const w of await files.mountFiles(mp, plan, !!opts.allowOther)) tell(w);
+    log.info(`--files: ${plan.targets.length} file system(s) under ${mp}/${files.FILES_DIR}`);
+  }
 
   // Tell the waiting parent that the mount is readable (an async stat: this
   // process serves it).
@@ -293,6 +307,10 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
   const entry = mountAt(mp);
   if (!entry && !rec) throw new ChainfsError(mp, 'not mounted (no chainfs mount here)');
   if (entry) {
+    // --files: the fuse2fs mounts on MP/files/... hold the images open; they go first.
+    const { unmountFiles } = await import('./files');
+    const left = await unmountFiles(mp, lazy);
+    if (left.length > 0) throw new ChainfsError(mp, busyMessage(holders(mp)));
     const stale = isStale(mp);
     const r = fusermount([lazy || stale ? '-uz' : '-u', mp]);
     if (!r.ok) {

@@ -3,7 +3,8 @@
  * into a sparse temporary file of the view's size (nothing else is read),
  * and `blkid -p` (util-linux's low-level probe: superblock magic, not a
  * table of our own) names the partition table or the file system and its
- * label. Remote views (backup blocks: `layer.asyncOnly`) and views that
+ * label; with a table, `partx` lists the partitions and each one's first
+ * MiB is probed at its offset (`blkid -p -O`). Remote views (backup blocks: `layer.asyncOnly`) and views that
  * cannot be opened are not probed; nor are views past PROBE_LIMIT (a node
  * of 500 replicas would pay 500 probes, ~5 ms each).
  */
@@ -12,11 +13,32 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { CatalogView } from '../source/catalog';
+import { formatBytes } from '../units';
 
 /** Bytes probed: partition tables (MBR, GPT's header and entries) and superblocks (ext4 at 1 KiB, XFS at 0, btrfs at 64 KiB) lie within. */
 const PROBE_BYTES = 1 << 20;
 /** Views probed per run at most. */
 export const PROBE_LIMIT = 64;
+/** Partitions probed per view at most. */
+const MAX_PARTITIONS = 16;
+
+/** A file system (or other content) blkid recognised: type, label, UUID (null when unknown). */
+export interface Probed {
+  /** File system (or other content) type (`ext4`, `xfs`, `swap`, `crypto_LUKS`), or null. */
+  type: string | null;
+  label: string | null;
+  uuid: string | null;
+}
+
+/** A partition of a view's partition table and what its first MiB holds. */
+export interface PartitionContents extends Probed {
+  /** Its number in the table (1-based, as partx says it). */
+  number: number;
+  /** Offset of its first byte in the view. */
+  offset: number;
+  /** Its size in bytes. */
+  size: number;
+}
 
 /** What blkid found in a view's first MiB; all null when it recognised nothing. */
 export interface ViewContents {
@@ -24,6 +46,8 @@ export interface ViewContents {
   view: string;
   /** Partition table type (`dos`, `gpt`), or null. */
   ptType: string | null;
+  /** The table's partitions (at most MAX_PARTITIONS), each probed at its offset; [] without a table. */
+  partitions: PartitionContents[];
   /** File system (or other content) type (`ext4`, `xfs`, `swap`, `crypto_LUKS`), or null. */
   type: string | null;
   /** Its label, or null. */
@@ -56,7 +80,11 @@ export async function probeViews(views: CatalogView[]): Promise<ViewContents[]> 
   return out;
 }
 
-async function probeView(v: CatalogView, tmpFile: string): Promise<ViewContents | undefined> {
+/**
+ * Probes one view: undefined when it cannot be opened or read, or is
+ * remote (unless `remote`: `mount --files` reads a backup's first MiB too).
+ */
+export async function probeView(v: CatalogView, tmpFile: string, remote = false): Promise<ViewContents | undefined> {
   let opened;
   try {
     opened = await v.open({});
@@ -64,18 +92,25 @@ async function probeView(v: CatalogView, tmpFile: string): Promise<ViewContents 
     return undefined; // inspect's report already says why
   }
   try {
-    if (opened.chain.layers.some((l) => l.asyncOnly)) return undefined; // remote: not cheap
-    const n = Math.min(PROBE_BYTES, opened.chain.size);
-    const buf = Buffer.alloc(n);
-    opened.chain.read(buf, 0, n, 0);
+    const chain = opened.chain;
+    const isRemote = chain.layers.some((l) => l.asyncOnly);
+    if (isRemote && !remote) return undefined; // remote: not cheap
     const fd = fs.openSync(tmpFile, 'w', 0o600);
     try {
-      fs.writeSync(fd, buf, 0, n, 0);
-      fs.ftruncateSync(fd, opened.chain.size); // sparse: size checks (GPT's last LBA) see the real size
+      fs.ftruncateSync(fd, chain.size); // sparse: size checks (GPT's last LBA) see the real size
+      await copyHead(chain, fd, 0, isRemote);
+      const whole = blkid(tmpFile);
+      const partitions: PartitionContents[] = [];
+      if (whole.ptType) {
+        for (const p of partx(tmpFile).slice(0, MAX_PARTITIONS)) {
+          await copyHead(chain, fd, p.offset, isRemote, p.size);
+          partitions.push({ ...p, ...pick(blkid(tmpFile, p.offset)) });
+        }
+      }
+      return { view: v.path, ptType: whole.ptType, partitions, ...pick(whole) };
     } finally {
       fs.closeSync(fd);
     }
-    return { view: v.path, ...blkid(tmpFile) };
   } catch {
     return undefined; // a read error is the view's own problem, reported elsewhere
   } finally {
@@ -83,9 +118,24 @@ async function probeView(v: CatalogView, tmpFile: string): Promise<ViewContents 
   }
 }
 
-/** `blkid -p -o export FILE`, parsed (exit 2: nothing found). */
-function blkid(file: string): Omit<ViewContents, 'view'> {
-  const r = spawnSync('blkid', ['-p', '-o', 'export', file], { encoding: 'utf8', timeout: 10_000 });
+function pick(p: Probed): Probed {
+  return { type: p.type, label: p.label, uuid: p.uuid };
+}
+
+/** Copies the first MiB (at most `limit` bytes) of the view from `offset` into the same place of `fd`. */
+async function copyHead(chain: import('../chain/chain').Chain, fd: number, offset: number, remote: boolean, limit = Infinity): Promise<void> {
+  const n = Math.max(0, Math.min(PROBE_BYTES, chain.size - offset, limit));
+  if (n === 0) return;
+  const buf = Buffer.alloc(n);
+  if (remote) await chain.readAsync(buf, 0, n, offset);
+  else chain.read(buf, 0, n, offset);
+  fs.writeSync(fd, buf, 0, n, offset);
+}
+
+/** `blkid -p [-O offset] -o export FILE`, parsed (exit 2: nothing found). */
+function blkid(file: string, offset?: number): Probed & { ptType: string | null } {
+  const args = ['-p', ...(offset ? ['-O', String(offset)] : []), '-o', 'export', file];
+  const r = spawnSync('blkid', args, { encoding: 'utf8', timeout: 10_000 });
   const kv = new Map<string, string>();
   for (const line of (r.stdout ?? '').split('\n')) {
     const eq = line.indexOf('=');
@@ -94,10 +144,26 @@ function blkid(file: string): Omit<ViewContents, 'view'> {
   return { ptType: kv.get('PTTYPE') ?? null, type: kv.get('TYPE') ?? null, label: kv.get('LABEL') ?? null, uuid: kv.get('UUID') ?? null };
 }
 
-/** One line for a view's contents: `ext4 "data" (uuid ...)`, `gpt partition table`, `not recognised`. */
+/** The partitions of the table in `file`, by util-linux's partx (sectors of 512 bytes). */
+function partx(file: string): Array<{ number: number; offset: number; size: number }> {
+  const r = spawnSync('partx', ['-g', '-r', '-b', '-o', 'NR,START,SIZE', file], { encoding: 'utf8', timeout: 10_000 });
+  const out: Array<{ number: number; offset: number; size: number }> = [];
+  for (const line of (r.stdout ?? '').split('\n')) {
+    const [nr, start, size] = line.trim().split(/\s+/).map(Number);
+    if (Number.isInteger(nr) && Number.isInteger(start) && Number.isInteger(size)) out.push({ number: nr, offset: start * 512, size });
+  }
+  return out;
+}
+
+/** One line for a view's contents: `ext4 "data" (uuid ...)`, `dos partition table: 1: ext4 "boot" at 1.0 MiB`, `nothing recognised`. */
 export function describeContents(c: ViewContents): string {
-  const parts: string[] = [];
-  if (c.ptType) parts.push(`${c.ptType} partition table`);
-  if (c.type) parts.push(`${c.type}${c.label ? ` "${c.label}"` : ''}${c.uuid ? ` (uuid ${c.uuid})` : ''}`);
-  return parts.join(', ') || 'nothing recognised in the first MiB';
+  if (c.ptType) {
+    const parts = c.partitions.map((p) => `${p.number}: ${describeProbed(p) || 'unknown'} at ${formatBytes(p.offset)}`);
+    return `${c.ptType} partition table${parts.length ? `: ${parts.join('; ')}` : ''}`;
+  }
+  return describeProbed(c) || 'nothing recognised in the first MiB';
+}
+
+function describeProbed(p: Probed): string {
+  return p.type ? `${p.type}${p.label ? ` "${p.label}"` : ''}${p.uuid ? ` (uuid ${p.uuid})` : ''}` : '';
 }
