@@ -60,10 +60,10 @@ function main(): void {
       const m = JSON.parse(r.stdout);
       const st = fs.statSync(file);
       const c0 = Date.now();
-      const cli = spawnSync(path.join(ROOT, 'bin', 'chainfs'), ['inspect', file], { encoding: 'utf8' });
+      const cli = spawnSync(path.join(ROOT, 'bin', 'chainfs'), ['inspect', '--no-contents', file], { encoding: 'utf8' });
       if (cli.status !== 0) throw new Error(cli.stderr);
       const cliMs = Date.now() - c0;
-      process.stdout.write(`v2 disk 1 TiB (${Math.round(st.blocks * 512 / MiB)} MiB allocated), ${m.lvols} lvols, ${clean ? 'clean (blobid mask)' : 'crashed (metadata scan)'}: open+inspect ${m.ms} ms, peak RSS ${m.maxRssMB} MB; \`chainfs inspect\` ${cliMs} ms wall (built in ${built} ms)\n`);
+      process.stdout.write(`v2 disk 1 TiB (${Math.round(st.blocks * 512 / MiB)} MiB allocated), ${m.lvols} lvols, ${clean ? 'clean (blobid mask)' : 'crashed (metadata scan)'}: open+inspect ${m.ms} ms, peak RSS ${m.maxRssMB} MB; \`chainfs inspect --no-contents\` ${cliMs} ms wall (built in ${built} ms)\n`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
