@@ -122,6 +122,21 @@ describe.each([
     cat.close();
   });
 
+  it('a snapshot of a shrunk head hides its larger parent: zeros past its end, not the grandparent\'s data', async () => {
+    const { b, cat } = open((x) => {
+      const h = x.create(REP_A, 8 * MiB);
+      x.write(h, 6 * MiB, Buffer.alloc(4096, 0xee));
+      x.snapshot(h, `${REP_A}-snap-big`);
+      x.resize(h, 4 * MiB);
+      x.snapshot(h, `${REP_A}-snap-small`);
+      x.resize(h, 8 * MiB);
+    });
+    await expectModel(cat, b);
+    const head = await readView(cat.select({}));
+    expect(head.subarray(6 * MiB, 6 * MiB + 4096).every((x) => x === 0)).toBe(true);
+    cat.close();
+  });
+
   it('an expansion: zeros past the snapshot\'s end', async () => {
     const { b, cat } = open(expansionScenario);
     await expectModel(cat, b);

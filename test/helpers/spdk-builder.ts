@@ -164,10 +164,12 @@ export class SpdkDiskBuilder {
     return id;
   }
 
+  /** Resizes lvol `id`; shrinking releases the clusters past the new end (SPDK's `blob_resize`). */
   resize(id: number, size: number): void {
     const b = this.blob(id);
     const n = size / this.clusterSize;
-    if (n < b.clusters.length) throw new Error('shrinking is not modelled');
+    for (const dc of b.clusters.slice(n)) if (dc !== 0) this.data.delete(dc);
+    b.clusters.length = Math.min(b.clusters.length, n);
     while (b.clusters.length < n) b.clusters.push(0);
     this.ops.push({ op: 'resize', id, size });
   }
