@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseBlockSize } from '../src/source/backupstore/cfg';
+import { parseBackupCfg, parseBlockSize, parseBlocks, parseVolumeCfg } from '../src/source/backupstore/cfg';
 import { parseTargetArg } from '../src/source/backupstore/url';
 import { verifyTarget } from '../src/source/backupstore/verify';
 import {
@@ -219,6 +219,24 @@ describe('names and parameters', () => {
     expect(parseTargetArg('vfs:///srv/t?backingImage=bi')).toMatchObject({ location: { kind: 'dir', dir: '/srv/t' }, backingImage: 'bi' });
     expect(() => parseTargetArg('nfs://server:/export')).toThrow(/mount the share .*pass the directory that holds backupstore/);
     expect(() => parseTargetArg('cifs://server/share')).toThrow(/mount the share/);
+  });
+
+  it('cfgs: double-encoded or plain strings, Blocks in any order (the later duplicate wins), other spellings', () => {
+    const a = 'a'.repeat(64);
+    const b = 'b'.repeat(64);
+    const v = parseVolumeCfg('v', '{"Name":"v","Size":"4194304","BackingImageName":"\\"bi\\"","CompressionMethod":"lz4"}');
+    expect([v.backingImageName, v.compression, v.dataEngine]).toEqual(['bi', 'lz4', 'v1']);
+    expect(parseVolumeCfg('v', '{"Name":"v","Size":"1"}').compression).toBe('gzip');
+    expect(() => parseVolumeCfg('v.cfg', '{"Name":"v","Size":"0"}')).toThrow(/v.cfg: .*Size is 0/);
+    expect(() => parseVolumeCfg('v.cfg', '{"Size":"1","CompressionMethod":"\\"zstd\\""}')).toThrow(/unsupported compression method "zstd"/);
+    const text = `{"Name":"x","CreatedTime":"t","Blocks":[{"Offset":4194304,"BlockChecksum":"${a}"},{"Offset":0,"BlockChecksum":"${a}"},{"Offset":4194304,"BlockChecksum":"${b}"}]}`;
+    expect(parseBackupCfg('x', text).blockCount).toBe(3);
+    const m = parseBlocks('x', text, BLOCK);
+    expect([...m.index]).toEqual([0, 2]);
+    expect([m.checksum(0), m.checksum(1)]).toEqual([a, b]);
+    const other = `{"Blocks": [ {"BlockChecksum": "${a.toUpperCase()}", "Offset": 2097152} ]}`;
+    expect(parseBlocks('y', other, BLOCK).checksum(0)).toBe(a);
+    expect(() => parseBlocks('z.cfg', `{"Blocks":[{"Offset":5,"BlockChecksum":"${a}"}]}`, BLOCK)).toThrow(/z.cfg: .*offset 5 is not a multiple/);
   });
 
   it('backup-block-size as a Kubernetes quantity', () => {

@@ -58,7 +58,11 @@ async function run(arg: string, opts: VerifyOptions): Promise<VerifyReport> {
     for (const w of cat.warnings) warn(w);
     const tty = process.stderr.isTTY;
     let last = 0;
-    const report = await verifyTarget(cat, { volume: opts.volume, backup: opts.backup, backingImage: opts.backingImage },
+    const url = cat.urlSelection; // a backup URL given as the target selects too
+    const sel = opts.volume !== undefined || opts.backup !== undefined || opts.backingImage !== undefined
+      ? { volume: opts.volume ?? url.volume, backup: opts.backup, backingImage: opts.backingImage }
+      : url;
+    const report = await verifyTarget(cat, sel,
       tty ? (done, total) => {
         const now = Date.now();
         if (now - last < 200 && done < total) return;

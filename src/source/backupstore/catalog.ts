@@ -139,6 +139,11 @@ export class BackupstoreCatalog implements Catalog {
     return renderCatalog(this);
   }
 
+  /** What the source's backup URL selects (`?volume=`, `?backup=`, `?backingImage=`), if anything. */
+  get urlSelection(): { volume?: string; backup?: string; backingImage?: string } {
+    return { volume: this.arg.volume, backup: this.arg.backup, backingImage: this.arg.backingImage };
+  }
+
   select(sel: ViewSelector): CatalogView {
     for (const [flag, v] of [['--replica', sel.replica], ['--snapshot', sel.snapshot], ['--head', sel.head], ['--lvol', sel.lvol]] as const) {
       if (v !== undefined) throw new ChainfsError(this.label, `${flag} is not an option for a backup target (use --volume, --backup, --backing-image)`);
