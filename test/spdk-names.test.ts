@@ -56,3 +56,30 @@ describe('a replica being rebuilt', () => {
     cat.close();
   });
 });
+
+describe('names as paths', () => {
+  it('256-byte names (the fork\'s maximum) fit NAME_MAX; a slash is escaped; select still finds them', async () => {
+    const b = new SpdkDiskBuilder();
+    const rep = `${'v'.repeat(200)}-r-1a2b3c4d`;
+    const h = b.create(rep, 2 * MiB);
+    b.write(h, 0, bytes(4096));
+    const snapName = `${rep}-snap-${'s'.repeat(256 - rep.length - 6)}`;
+    expect(snapName.length).toBe(256);
+    b.snapshot(h, snapName);
+    const odd = b.create('x'.repeat(256), MiB);
+    const slash = b.create('a/b', MiB);
+    const file = path.join(dir, 'names.img');
+    b.build(file);
+    const cat = openSpdk([file]);
+    for (const v of cat.views()) for (const part of v.path.split('/')) expect(Buffer.byteLength(part), v.path).toBeLessThanOrEqual(255);
+    const longSnap = cat.select({ lvol: snapName });
+    expect(longSnap.path).toMatch(/^lvols\/v{200}-r-1a2b3c4d-snap-s+~[0-9a-f]{8}\.img$/);
+    expect((await readView(longSnap)).equals(b.read(b.byName(snapName).id))).toBe(true);
+    expect(cat.select({ lvol: 'x'.repeat(256) }).path).toMatch(/^lvols\/x+~[0-9a-f]{8}\.img$/);
+    expect(cat.select({ lvol: 'a/b' }).path).toBe('lvols/a%2Fb.img');
+    expect((await readView(cat.view('lvols/a%2Fb.img')!)).equals(b.read(slash))).toBe(true);
+    expect(cat.select({ replica: rep, snapshot: 's'.repeat(10) }).path).toMatch(/\/snapshots\/s+\.img$/);
+    expect(odd).toBeGreaterThan(0);
+    cat.close();
+  });
+});

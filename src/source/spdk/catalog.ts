@@ -18,7 +18,7 @@ import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelec
 import { didYouMean } from '../replica/replica';
 import type { Disk } from './disk';
 import { chainOf, type Lvol } from './lvstore';
-import { buildModel, pathPart, type Model, type ReplicaEntry } from './model';
+import { buildModel, component, type Model, type ReplicaEntry } from './model';
 import { renderText, spdkReport } from './report';
 
 export class SpdkCatalog implements Catalog {
@@ -37,12 +37,12 @@ export class SpdkCatalog implements Catalog {
     this.model = buildModel(disks);
     for (const v of this.model.volumes) {
       const p = v.picked;
-      if (p) this.add(new SpdkView(p.disk, p.head!, `volumes/${pathPart(v.name)}/volume.img`, 'volume', v.name, replicaWarnings(p, p.head!)));
+      if (p) this.add(new SpdkView(p.disk, p.head!, `volumes/${component(v.name)}/volume.img`, 'volume', v.name, replicaWarnings(p, p.head!)));
       for (const r of v.replicas) {
         if (r.head) this.add(new SpdkView(r.disk, r.head, `${r.dir}/volume.img`, 'head', r.name, replicaWarnings(r, r.head)));
         for (const s of r.snapshots) {
           const name = s.longhorn.snapshot!;
-          this.add(new SpdkView(r.disk, s, `${r.dir}/snapshots/${pathPart(name)}.img`, 'snapshot', name, replicaWarnings(r, s)));
+          this.add(new SpdkView(r.disk, s, `${r.dir}/snapshots/${component(name, '.img')}`, 'snapshot', name, replicaWarnings(r, s)));
         }
       }
     }
@@ -51,8 +51,8 @@ export class SpdkCatalog implements Catalog {
     for (const d of disks) for (const l of d.lvs.lvols.values()) names.set(l.name, (names.get(l.name) ?? 0) + 1);
     for (const d of disks) {
       for (const l of [...d.lvs.lvols.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-        const suffix = names.get(l.name)! > 1 ? `@${pathPart(d.lvs.name || d.dev.path)}` : '';
-        this.add(new SpdkView(d, l, `lvols/${pathPart(l.name)}${suffix}.img`, 'lvol', l.name, lvolWarnings(l)));
+        const suffix = names.get(l.name)! > 1 ? `@${d.lvs.name || d.dev.path}` : '';
+        this.add(new SpdkView(d, l, `lvols/${component(l.name + suffix, '.img')}`, 'lvol', l.name, lvolWarnings(l)));
       }
     }
   }
@@ -90,7 +90,7 @@ export class SpdkCatalog implements Catalog {
     if (foreign.length) throw new ChainfsError(this.label, `--${foreign[0]} does not apply to a v2 disk (use --volume/--replica/--snapshot, --backing-image or --lvol)`);
     if (sel.lvol !== undefined) {
       if (sel.volume ?? sel.replica ?? sel.snapshot ?? sel.backingImage) throw new ChainfsError(undefined, '--lvol names one lvol: give it alone');
-      const hits = this.list.filter((v) => v.kind === 'lvol' && (v.lvol.name === sel.lvol || v.path === `lvols/${pathPart(sel.lvol!)}.img`));
+      const hits = this.list.filter((v) => v.kind === 'lvol' && (v.lvol.name === sel.lvol || v.path === `lvols/${component(sel.lvol!, '.img')}`));
       return this.one(hits, `lvol ${JSON.stringify(sel.lvol)}`, sel.lvol!, this.list.filter((v) => v.kind === 'lvol').map((v) => v.name), 'lvols');
     }
     if (sel.backingImage !== undefined) {
@@ -99,14 +99,14 @@ export class SpdkCatalog implements Catalog {
       return this.one(hits, `backing image ${JSON.stringify(sel.backingImage)}`, sel.backingImage!, this.model.backingImages.map((b) => b.name), 'backing images');
     }
     const r = this.pickReplica(sel);
-    if (sel.snapshot === undefined && sel.replica === undefined) return this.byPath.get(`volumes/${pathPart(r.volume)}/volume.img`)!;
+    if (sel.snapshot === undefined && sel.replica === undefined) return this.byPath.get(`volumes/${component(r.volume)}/volume.img`)!;
     if (sel.snapshot === undefined) {
       if (!r.head) throw new ChainfsError(this.label, `replica ${r.name} has no head lvol on ${r.disk.dev.path} (only snapshots); pick one with --snapshot`);
       return this.byPath.get(`${r.dir}/volume.img`)!;
     }
     const snaps = this.list.filter((v) => v.kind === 'snapshot' && v.path.startsWith(`${r.dir}/snapshots/`));
     const want = sel.snapshot;
-    let hits = snaps.filter((v) => v.name === want || v.lvol.name === want || v.path.endsWith(`/${pathPart(want)}.img`));
+    let hits = snaps.filter((v) => v.name === want || v.lvol.name === want || v.path.endsWith(`/${component(want, '.img')}`));
     if (hits.length === 0) hits = snaps.filter((v) => v.name.startsWith(want));
     return this.one(hits, `snapshot ${JSON.stringify(want)} of replica ${r.name}`, want, snaps.map((v) => v.name), 'snapshots');
   }

@@ -8,6 +8,7 @@
  * clusters; ties are equivalent (the first, by disk order then name, is
  * picked and the others are named).
  */
+import { createHash } from 'node:crypto';
 import type { Disk } from './disk';
 import { startsWithLuks } from './encryption';
 import type { Lvol } from './lvstore';
@@ -63,7 +64,7 @@ export function buildModel(disks: Disk[]): Model {
         const taken = biNames.has(n.backingImage!);
         biNames.add(n.backingImage!);
         const name = taken ? `${n.backingImage}@${disk.lvs.name || disk.dev.path}` : n.backingImage!;
-        backingImages.push({ disk, name, lvol: l, path: `backing-images/${pathPart(name)}.img` });
+        backingImages.push({ disk, name, lvol: l, path: `backing-images/${component(name, '.img')}` });
         continue;
       }
       if (!n.replica || !n.volume) continue;
@@ -82,7 +83,7 @@ export function buildModel(disks: Disk[]): Model {
   const volumes = new Map<string, VolumeEntry>();
   for (const r of replicas.values()) {
     const several = (byDisk.get(r.name) ?? []).length > 1;
-    r.dir = `volumes/${pathPart(r.volume)}/replicas/${pathPart(r.name)}${several ? `@${pathPart(r.disk.lvs.name || r.disk.dev.path)}` : ''}`;
+    r.dir = `volumes/${component(r.volume)}/replicas/${component(several ? `${r.name}@${r.disk.lvs.name || r.disk.dev.path}` : r.name)}`;
     r.encrypted = r.head !== undefined && startsWithLuks(r.disk, r.head);
     r.snapshots.sort((a, b) => depth(a, r) - depth(b, r) || a.name.localeCompare(b.name));
     let v = volumes.get(r.volume);
@@ -116,8 +117,18 @@ function depth(l: Lvol, r: ReplicaEntry): number {
   return n;
 }
 
-/** A name as one path component: `/` and `%` escaped, `.`/`..` made harmless. */
-export function pathPart(name: string): string {
-  const s = name.replace(/%/g, '%25').replace(/\//g, '%2F').replace(/\0/g, '%00');
-  return s === '.' || s === '..' || s === '' ? `%${s}` : s;
+/**
+ * A name as one path component ending in `ext`: `/` and `%` escaped,
+ * `.`/`..` made harmless, and at most 255 bytes (NAME_MAX; a name of the
+ * fork's 256-byte maximum would not fit) by cutting it and adding `~` and 8
+ * hex digits of its SHA-256, so that cut names stay distinct.
+ */
+export function component(name: string, ext = ''): string {
+  let s = name.replace(/%/g, '%25').replace(/\//g, '%2F').replace(/\0/g, '%00');
+  if (s === '.' || s === '..' || s === '') s = `%${s}`;
+  if (Buffer.byteLength(s + ext) <= 255) return s + ext;
+  const tag = `~${createHash('sha256').update(name).digest('hex').slice(0, 8)}`;
+  let cut = Buffer.from(s).subarray(0, 255 - Buffer.byteLength(tag + ext)).toString();
+  while (Buffer.byteLength(cut + tag + ext) > 255) cut = cut.slice(0, -1); // a cut inside a UTF-8 sequence
+  return cut + tag + ext;
 }
