@@ -27,11 +27,24 @@ export function inspectCommand(): Command {
       try {
         const contents = opts.contents !== false && haveBlkid() ? await probeViews(catalog.views()) : [];
         const inUse = (catalog.inUse?.() ?? []).map(writerOnly);
-        process.stdout.write(opts.json ? jsonReport(catalog, contents, inUse) : textReport(catalog, contents, inUse));
+        const advice = notRoot(catalog);
+        process.stdout.write(opts.json ? jsonReport(catalog, contents, inUse, advice) : textReport(catalog, contents, [...inUse, ...advice]));
       } finally {
         catalog.close();
       }
     }));
+}
+
+/**
+ * As a non-root user, views unreadable for want of permission: one line
+ * saying what to do (Longhorn's files belong to root), listed with the
+ * warnings about the source's state.
+ */
+function notRoot(catalog: Catalog): string[] {
+  if (process.getuid?.() === 0) return [];
+  const denied = catalog.views().filter((v) => v.problem && /permission denied/i.test(v.problem));
+  if (denied.length === 0) return [];
+  return [`${denied.length} view(s) are not readable by this user (permission denied): Longhorn's data belongs to root: run chainfs as root, e.g. with sudo`];
 }
 
 /** The mount's wording says what happens to a mount's views; inspect only says who writes. */
@@ -39,11 +52,22 @@ function writerOnly(w: string): string {
   return w.replace(/; views that change while mounted.*$/, '');
 }
 
-function jsonReport(catalog: Catalog, contents: ViewContents[], inUse: string[]): string {
-  const doc = { ...(withWarningObjects(catalog.report()) as object), contents, inUse: inUse.map(jsonWarning) };
-  return `${JSON.stringify(doc, null, 2)}\n`;
+/**
+ * The report, its warnings as objects (`advice` added to the top-level
+ * ones), plus what every source's report has under the same keys:
+ * `source` (its kind), `views` (every view: path, kind, name, size,
+ * allocation, problem), `contents` and `inUse`.
+ */
+function jsonReport(catalog: Catalog, contents: ViewContents[], inUse: string[], advice: string[]): string {
+  const doc = withWarningObjects(catalog.report()) as { warnings?: unknown[] };
+  const views = catalog.views().map((v) => ({
+    path: v.path, kind: v.kind, name: v.name, size: v.size, allocatedBytes: v.allocatedBytes, ...(v.problem ? { problem: v.problem } : {}),
+  }));
+  const warnings = [...(doc.warnings ?? []), ...advice.map(jsonWarning)];
+  return `${JSON.stringify({ source: catalog.kind, ...doc, views, warnings, contents, inUse: inUse.map(jsonWarning) }, null, 2)}\n`;
 }
 
+/** The source's own text, then the contents table and the warning lines. */
 function textReport(catalog: Catalog, contents: ViewContents[], inUse: string[]): string {
   let text = catalog.render();
   if (contents.length > 0) {

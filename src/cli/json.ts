@@ -23,10 +23,11 @@ export interface JsonWarning {
 
 /** [code, pattern] in order: the first match names the warning. */
 const WARNING_CODES: ReadonlyArray<readonly [string, RegExp]> = [
+  ['not-root', /run chainfs as root/],
   ['rebuilding', /Rebuilding|being rebuilt/],
   ['dirty', /Dirty is true/],
   ['error-recorded', /Error recorded/],
-  ['in-use', /in use|live head|looks in use|being written/i],
+  ['in-use', /in use|live head|looks in use|being written|open for writing/i],
   ['removed-snapshot', /marked Removed/],
   ['not-served', /is not served/],
   ['encrypted', /encrypted|LUKS/],
@@ -53,8 +54,8 @@ const ERROR_CODES: ReadonlyArray<readonly [string, RegExp]> = [
   ['busy', /busy/],
   ['in-use', /in use|Rebuilding|being written/],
   ['changed', /changed during/],
+  ['not-a-source', /not a Longhorn|is this a Longhorn|not an SPDK|is neither|not a directory|not a regular file|expected a Longhorn/],
   ['not-found', /no such file|^(.*: )?no [\w-]+|not mounted|does not exist|is gone/i],
-  ['not-a-source', /not a Longhorn|not an SPDK|is neither|not a directory|not a regular file|expected a Longhorn/],
   ['corrupt', /invalid|corrupt|checksum|cycle|mismatch|too (large|short)|out of range/i],
   ['unsupported', /not supported|unsupported|only raw|does not mount|newer than/i],
   ['refused', /refus/i],
