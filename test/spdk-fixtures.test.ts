@@ -5,6 +5,7 @@
  * reads as SPDK read it (sha256, whole and per MiB). The images are never
  * written.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -99,6 +100,17 @@ describe.each(FIXTURE_NAMES)('SPDK-written v2 disk %s', (name) => {
       const m = (manifest.lvols as ManifestLvol[]).find((x) => x.name === (v as unknown as { lvol: { name: string } }).lvol.name)!;
       expect(sha256(await readView(v)), v.path).toBe(m.sha256);
     }
+  });
+
+  it('a backing image\'s first bytes hash to Longhorn\'s own checksum xattr (SHA-512 of the original file; the lvol is cluster-rounded)', async () => {
+    const bi = (manifest.lvols as ManifestLvol[]).find((m) => m.longhorn_role === 'backing-image');
+    if (!bi) { expect(name).toBe('01-single-replica-chain'); return; }
+    const data = await readView(cat.select({ backingImage: bi.name.replace(/^bi-(.+)-disk-.*$/, '$1') }));
+    const want = (bi.xattrs as Record<string, { text?: string }>).longhorn_backing_image_checksum.text;
+    const fileSize = 5767168; // ops.log: the backing image's file was written as 5767168 bytes
+    expect(createHash('sha512').update(data.subarray(0, fileSize)).digest('hex')).toBe(want);
+    expect(data.length).toBe(6 * 1024 * 1024);
+    expect(data.subarray(fileSize).every((x) => x === 0)).toBe(true);
   });
 
   it('names views by Longhorn\'s names and picks the replica', () => {
