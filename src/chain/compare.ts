@@ -4,7 +4,9 @@
  * `diff` mode operators of longhorn#2212, #4905 and #6472 needed.
  *
  * Cost: ranges that both images resolve to zeros without data (holes all
- * the way down, zero clusters) are not read at all; every other byte is read
+ * the way down, zero clusters), or to the same file at the same offset (a
+ * replica's snapshot against its head, replicas sharing one backing image
+ * copy), are not read at all; every other byte is read
  * once from each side, in CHUNK-sized sequential reads on the thread pool,
  * the next DEPTH chunks of both sides in flight while the current one is
  * compared (memcmp per chunk, per 64 KiB and 4 KiB only where it differs).
@@ -44,9 +46,9 @@ export interface CompareResult {
   /** Every differing range, merged, in order. Past the shorter image's end counts as different. */
   differences: Difference[];
   differingBytes: number;
-  /** Bytes read from each image (the rest was zeros on both sides without reading). */
+  /** Bytes read from each image. */
   readBytes: number;
-  /** Bytes not read because both images are zeros there by their metadata. */
+  /** Bytes not read: zeros on both sides by their metadata, or the same file's bytes on both. */
   skippedBytes: number;
 }
 
@@ -138,7 +140,7 @@ function* cut(s: Span, chunk: number): Generator<Span> {
   for (let p = s.start; p < s.start + s.length; p += chunk) yield { start: p, length: Math.min(chunk, s.start + s.length - p) };
 }
 
-/** The parts of [start, end) where at least one side has a layer (must be read). */
+/** The parts of [start, end) that must be read: some side has a layer there, and not both the same file. */
 function needed(ra: ResolvedRun[], rb: ResolvedRun[], start: number, end: number): Span[] {
   const out: Span[] = [];
   let i = 0;
@@ -152,7 +154,10 @@ function needed(ra: ResolvedRun[], rb: ResolvedRun[], start: number, end: number
     const stop = Math.min(end, x ? x.offset + x.length : end, y ? y.offset + y.length : end);
     const zeroA = !x || x.offset > pos || x.layer === null;
     const zeroB = !y || y.offset > pos || y.layer === null;
-    if (!(zeroA && zeroB)) {
+    // The same file at the same offset on both sides (a snapshot and the head of one replica, replicas
+    // sharing one backing image copy): the same bytes, not read.
+    const same = !zeroA && !zeroB && x.layer!.path === y.layer!.path;
+    if (!(zeroA && zeroB) && !same) {
       // Widen to whole blocks: a 4 KiB block is compared as one.
       const s = pos - (pos % COMPARE_BLOCK);
       const e = Math.min(end, stop + ((COMPARE_BLOCK - (stop % COMPARE_BLOCK)) % COMPARE_BLOCK));

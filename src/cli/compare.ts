@@ -110,7 +110,7 @@ function jsonOf(r: CompareResult, sides: Side[], seconds: number): object {
 function text(r: CompareResult, sides: Side[]): string {
   const lines = sides.map((s, i) => `${i === 0 ? 'A' : 'B'}  ${s.source}: ${s.view.path} (${formatBytes(s.opened.chain.size)})`);
   if (r.sizeA !== r.sizeB) lines.push(`sizes differ: A ${r.sizeA} bytes, B ${r.sizeB} bytes (past the shorter one counts as different)`);
-  const read = `${formatBytes(r.readBytes)} read from each, ${formatBytes(r.skippedBytes)} zeros on both by their metadata (not read)`;
+  const read = `${formatBytes(r.readBytes)} read from each; ${formatBytes(r.skippedBytes)} not read (zeros on both by their metadata, or the same file on both)`;
   if (r.identical) {
     lines.push(`identical (${read})`);
   } else {
