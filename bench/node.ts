@@ -1,7 +1,7 @@
 /**
  * Issue #11's targets, standalone (`tsc -p bench/tsconfig.json && node
  * dist/bench/bench/node.js [--root DIR] [--compare-size 4G] [--runs 3]
- * [--skip-compare] [--keep]`):
+ * [--skip-compare] [--keep] [--cold]`):
  *
  *   - inspect of 3 data roots holding 500 replica directories (250 volumes
  *     x 2, short chains): wall time and peak RSS (GNU time), target < 1 s
@@ -17,7 +17,9 @@
  *     and `cmp -l` (which lists every differing byte) is timed too.
  *
  * Times are medians of `--runs` runs after one warm-up, page cache hot
- * (every tool reads the same cached files). Data goes under --root
+ * (every tool reads the same cached files), or with `--cold` each run's
+ * inputs evicted first (posix_fadvise DONTNEED on those files only, through
+ * dd iflag=nocache: the rest of a shared machine's cache is left alone). Data goes under --root
  * (default /var/tmp/chainfs-bench-node) and is removed unless --keep.
  */
 import { spawnSync } from 'node:child_process';
@@ -31,10 +33,10 @@ const CHAINFS = path.join(REPO, 'bin', 'chainfs');
 const BLOCK = 4096;
 const MiB = 1 << 20;
 
-interface Args { root: string; compareSize: number; runs: number; skipCompare: boolean; keep: boolean }
+interface Args { root: string; compareSize: number; runs: number; skipCompare: boolean; keep: boolean; cold: boolean }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { root: '/var/tmp/chainfs-bench-node', compareSize: 4 * 1024 * MiB, runs: 3, skipCompare: false, keep: false };
+  const a: Args = { root: '/var/tmp/chainfs-bench-node', compareSize: 4 * 1024 * MiB, runs: 3, skipCompare: false, keep: false, cold: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--root') a.root = path.resolve(argv[++i]);
@@ -42,6 +44,7 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--runs') a.runs = Number(argv[++i]);
     else if (k === '--skip-compare') a.skipCompare = true;
     else if (k === '--keep') a.keep = true;
+    else if (k === '--cold') a.cold = true;
     else throw new Error(`unknown option ${k}`);
   }
   return a;
@@ -72,6 +75,15 @@ function wall(argv: string[], okCodes = [0]): number {
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 30 });
   if (!okCodes.includes(r.status ?? -1)) throw new Error(`${argv.join(' ')} exited ${r.status}: ${r.stderr}`);
   return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+/**
+ * Drops these files' pages from the page cache (posix_fadvise DONTNEED, through
+ * GNU dd's iflag=nocache): a cold run of one tool without touching the rest of
+ * a shared machine's cache.
+ */
+function evict(files: string[]): void {
+  for (const f of files) spawnSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none']);
 }
 
 function repeat(runs: number, f: () => number): number {
@@ -238,21 +250,29 @@ function main(): void {
         const r = spawnSync(CHAINFS, ['mount', dir, mp], { stdio: 'inherit' });
         if (r.status !== 0) throw new Error('mount failed');
       }
+      const layerFiles = [baseA, baseB, path.join(p.a, 'volume-head-001.img'), path.join(p.b, 'volume-head-001.img')];
+      const rawFiles = [raw('a.raw'), raw('b.raw')];
+      // Hot: every input in the page cache (a warm-up run first). Cold (--cold): each run's inputs evicted first.
+      const t = (argv: string[], ok: number[] = [0]) => repeat(args.runs, () => {
+        if (args.cold) evict([...layerFiles, ...rawFiles]);
+        return wall(argv, ok);
+      });
       try {
-        const ours = repeat(args.runs, () => wall([CHAINFS, 'compare', p.a, p.b, '--json'], [1]));
-        const qemu = repeat(args.runs, () => wall(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', raw('a.raw'), raw('b.raw')], [1]));
+        const ours = t([CHAINFS, 'compare', p.a, p.b, '--json'], [1]);
+        const qemu = t(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', raw('a.raw'), raw('b.raw')], [1]);
         // GNU cmp stops at the first difference when stdout is /dev/null: pipe it, so it lists them all.
-        const cmpl = repeat(args.runs, () => wall(['bash', '-c', `cmp -l '${raw('a.raw')}' '${raw('b.raw')}' | wc -l >/dev/null`]));
-        const cmplMount = repeat(args.runs, () => wall(['bash', '-c', `cmp -l '${mpA}/volume.img' '${mpB}/volume.img' | wc -l >/dev/null`]));
+        const cmpl = t(['bash', '-c', `cmp -l '${raw('a.raw')}' '${raw('b.raw')}' | wc -l >/dev/null`]);
+        const cmplMount = t(['bash', '-c', `cmp -l '${mpA}/volume.img' '${mpB}/volume.img' | wc -l >/dev/null`]);
         // Everything read: two distinct files with the same bytes (each replica's own copy of snapshot base).
-        const oursSame = repeat(args.runs, () => wall([CHAINFS, 'compare', p.a, p.b, '--snapshot', 'base', '--json'], [0]));
-        const qemuSame = repeat(args.runs, () => wall(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', baseA, baseB], [0]));
-        const qemuSameMount = repeat(args.runs, () => wall(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', `${mpA}/snapshots/base.img`, `${mpB}/snapshots/base.img`], [0]));
+        const oursSame = t([CHAINFS, 'compare', p.a, p.b, '--snapshot', 'base', '--json']);
+        const qemuSame = t(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', baseA, baseB]);
+        const qemuSameMount = t(['qemu-img', 'compare', '-f', 'raw', '-F', 'raw', `${mpA}/snapshots/base.img`, `${mpB}/snapshots/base.img`]);
         Object.assign(results, {
+          cold: args.cold ? 1 : 0,
           compareSeconds: ours, qemuCompareSeconds: qemu, cmpListSeconds: cmpl, cmpListMountSeconds: cmplMount,
           compareIdenticalSeconds: oursSame, qemuCompareIdenticalSeconds: qemuSame, qemuCompareIdenticalMountSeconds: qemuSameMount,
         });
-        const size = args.compareSize >= 1024 * MiB ? `${args.compareSize / 1024 / MiB} GiB` : `${args.compareSize / MiB} MiB`;
+        const size = `${args.compareSize >= 1024 * MiB ? `${args.compareSize / 1024 / MiB} GiB` : `${args.compareSize / MiB} MiB`}, ${args.cold ? 'cold' : 'hot'} cache`;
         const x = (theirs: number, mine: number) => `chainfs ${(theirs / mine).toFixed(2)}x`;
         rows.push([`chainfs compare, ${size}, 1% of blocks differ (${p.differing} blocks, all listed)`, `${ours.toFixed(2)} s`, '>= 1.5x qemu-img compare']);
         rows.push(['  qemu-img compare of exported flat images (stops at the first difference)', `${qemu.toFixed(2)} s`, x(qemu, ours)]);
