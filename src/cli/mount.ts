@@ -177,7 +177,10 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   const logFd = logFile ? openLog(logFile) : 2;
   const log = new Log(logFd, opts.debug);
   const unserved = views.filter((v) => v.problem).map((v) => `${v.path} is not served: ${v.problem}`);
+  const told = new Set<string>();
   const tell = (w: string) => {
+    if (told.has(w)) return; // once per run, whichever layer found it
+    told.add(w);
     log.info(`warning: ${w}`);
     if (ready) ready.say('warn', w);
     else if (logFd !== 2) warn(w);

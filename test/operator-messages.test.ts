@@ -1,0 +1,88 @@
+/**
+ * Errors that point at the fix (issue #14 item 6), through the real CLI:
+ * run as a non-root user (nobody) on replicas only root may read, the
+ * failure says to run as root; `inspect` says so for unreadable views; a
+ * warning that several layers of a command meet (source, view, export)
+ * is printed once per run.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chainfs } from './helpers/cli';
+import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
+import { noBacking, removed } from './helpers/scenarios';
+
+const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
+afterEach(breathe);
+
+const NOBODY = { uid: 65534, gid: 65534 };
+const ROOT_HINT = /run chainfs as root/;
+let tmp: string;
+let closed: BuiltReplica;
+let filesClosed: BuiltReplica;
+let dirty: BuiltReplica;
+
+/** Lets `nobody` walk from / down to `dir` (not into it). */
+function traversable(dir: string): void {
+  for (let d = path.dirname(dir); d.startsWith(tmp); d = path.dirname(d)) fs.chmodSync(d, 0o755);
+}
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-op-msg-'));
+  fs.chmodSync(tmp, 0o755);
+  closed = buildReplica({ ...noBacking, name: 'closed' }, tmp); // the replica directory is 0700, as Longhorn leaves it
+  traversable(closed.dir);
+  filesClosed = buildReplica({ ...noBacking, name: 'files-closed' }, tmp);
+  traversable(filesClosed.dir);
+  fs.chmodSync(filesClosed.dir, 0o755);
+  for (const f of fs.readdirSync(filesClosed.dir).filter((n) => n.endsWith('.img'))) fs.chmodSync(path.join(filesClosed.dir, f), 0o600);
+  dirty = buildReplica({ ...removed, name: 'dirty-once', dirty: true }, tmp);
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('as a non-root user', () => {
+  it('an unreadable replica directory: one line naming it, permission denied, run as root (every command)', () => {
+    for (const args of [['inspect', closed.dir], ['map', closed.dir], ['cat', closed.dir], ['export', closed.dir, '-']]) {
+      const r = chainfs(args, NOBODY);
+      expect(r.code, args.join(' ')).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(new RegExp(`^chainfs: ${closed.dir}.*permission denied`));
+      expect(lines[0]).toMatch(ROOT_HINT);
+    }
+    // the JSON error says why
+    const j = chainfs(['map', '--json', closed.dir], NOBODY);
+    expect(JSON.parse(j.stdout.toString()).error.code).toBe('permission-denied');
+    // root reads it: the hint is about privileges, not the replica
+    expect(chainfs(['map', closed.dir]).code).toBe(0);
+  });
+
+  it('unreadable layer files: cat names the file and says run as root; inspect lists the views and says it once', () => {
+    const r = chainfs(['cat', filesClosed.dir], NOBODY);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/volume-head-\d{3}\.img: .*permission denied .*run chainfs as root/);
+    const i = chainfs(['inspect', filesClosed.dir], NOBODY);
+    expect(i.code).toBe(0);
+    const advice = i.stdout.toString().split('\n').filter((l) => ROOT_HINT.test(l));
+    expect(advice).toEqual([expect.stringMatching(/^warning: \d+ view\(s\) are not readable by this user \(permission denied\)/)]);
+    const j = JSON.parse(chainfs(['inspect', '--json', filesClosed.dir], NOBODY).stdout.toString());
+    expect(j.warnings).toContainEqual(expect.objectContaining({ code: 'not-root' }));
+    // as root there is nothing to advise
+    expect(chainfs(['inspect', filesClosed.dir]).stdout.toString()).not.toMatch(ROOT_HINT);
+  });
+});
+
+describe('a warning is printed once per run', () => {
+  it('map, cat, export (file and stdout): every warning line appears once', () => {
+    const out = path.join(tmp, 'once.raw');
+    for (const args of [['map', dirty.dir], ['cat', dirty.dir], ['export', dirty.dir, out, '-q'], ['export', dirty.dir, '-', '-q']]) {
+      const r = chainfs(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      const warnings = r.stderr.split('\n').filter((l) => l.startsWith('chainfs: warning: '));
+      expect(warnings.length, args.join(' ')).toBeGreaterThan(0);
+      expect(warnings.some((w) => /Dirty is true/.test(w))).toBe(true);
+      expect(new Set(warnings).size, r.stderr).toBe(warnings.length);
+    }
+  });
+});
