@@ -3,6 +3,7 @@ import { table } from '../../text';
 import { formatBytes } from '../../units';
 import type { NodeReport, ReplicaRow } from './report';
 
+/** The text of `inspect ROOT...`, ending with a newline. */
 export function renderNode(r: NodeReport): string {
   const lines: string[] = ['roots:'];
   const rootNo = new Map(r.roots.map((x, i) => [x.path, `#${i + 1}`]));

@@ -80,12 +80,14 @@ export interface VolumeFacts {
   replicas: ReplicaFacts[];
 }
 
+/** What the pick cannot take into account offline (longhorn-node.md B, "What an offline reader must do" 6-7). */
 export const CANNOT_KNOW = [
   "which replicas the manager offers the engine: its 1-minute FailedAt window (AutoSalvageTimeLimit), the HealthyAt filter (a replica that never became RW is skipped) and whether their node and disk are up and schedulable live in the Replica and Node records of the cluster, not on disk",
   'mtimes and allocated bytes are those of the files given: a copy made without keeping timestamps (cp without --preserve=timestamps, rsync without -t) or sparseness (cp, scp, rsync without -S) changes the salvage answer; run on the original disks, read-only',
   "with revision.counter, Longhorn keeps every replica tied at the highest counter and its order among them is arbitrary; the pick names one deterministically",
 ];
 
+/** One root's line of the report; `replicas` is how many replica directories it holds. */
 export function rootReport(r: RootScan, replicas: number): RootReport {
   return {
     path: r.path, diskUUID: r.cfg?.diskUUID ?? null, ...(r.cfg?.diskName !== undefined ? { diskName: r.cfg.diskName } : {}),
@@ -93,6 +95,7 @@ export function rootReport(r: RootScan, replicas: number): RootReport {
   };
 }
 
+/** One volume's entry: its replicas in directory-name order, the pick and its rule. */
 export function volumeReport(v: VolumeFacts): VolumeReport {
   return { name: v.name, size: v.size, pick: v.pick.pick, rule: v.pick.rule, why: v.pick.why, replicas: v.replicas.map((r) => replicaRow(r, v.pick)) };
 }
