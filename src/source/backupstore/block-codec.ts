@@ -44,8 +44,9 @@ export function describeProblem(p: BlockProblem): string {
 }
 
 /** Decodes as `method` and hashes, on a worker thread. Throws DecodeError when it does not decode. */
-function decodeAs(raw: Buffer, method: Compression, keep: boolean): Promise<Decoded> {
-  return codecPool().run(raw, method, true, keep);
+function decodeAs(raw: Buffer, method: Compression, keep: boolean, blockSize: number): Promise<Decoded> {
+  // One byte more than a block: an overlong block decodes and is then refused by size.
+  return codecPool().run(raw, method, true, keep, blockSize + 1);
 }
 
 /** hex(SHA-512(data))[0:64], computed off the main thread. */
@@ -78,7 +79,7 @@ export async function decodeBlock(raw: Buffer, method: Compression, checksum: st
   for (const m of longhornOrder(raw, method)) {
     let decoded: Decoded;
     try {
-      decoded = await decodeAs(raw, m, keep);
+      decoded = await decodeAs(raw, m, keep, blockSize);
     } catch (e) {
       if (!(e instanceof DecodeError)) throw e;
       failure ??= new BadBlock('corrupt', `does not decompress as ${m} (${e.message})`);
@@ -97,7 +98,7 @@ export async function decodeBlock(raw: Buffer, method: Compression, checksum: st
   if (!longhornOrder(raw, method).includes(other)) {
     let intact = false;
     try {
-      verify(await decodeAs(raw, other, false), checksum, blockSize, exact);
+      verify(await decodeAs(raw, other, false, blockSize), checksum, blockSize, exact);
       intact = true;
     } catch {
       // not that either

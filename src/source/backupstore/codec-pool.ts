@@ -1,19 +1,19 @@
 /**
  * Decompression and SHA-512 of backup blocks on worker threads, so that a
  * mount keeps serving while blocks are decoded. A job is one block: decode
- * it as one method (gzip: node zlib; lz4 frames: lz4-napi's lz4_flex, frame
- * content checksum checked; none) and hash the result; the plain bytes come
- * back as a transferred ArrayBuffer.
+ * it as one method (gzip: node zlib; lz4 frames: the reference liblz4's
+ * LZ4F decoder compiled to WebAssembly, @foxglove/wasm-lz4, which checks the
+ * frame's content checksum; none) and hash the result; the plain bytes come
+ * back as a transferred ArrayBuffer (no copy).
  *
- * Why workers and not the libuv pool's async calls: lz4-napi's bundled
- * allocator (mimalloc) keeps the freed decode buffers of every thread that
- * ever decoded; with the CLI's 16 pool threads a 4 GiB export peaked at
- * 1.3 GB RSS (measured). Two worker threads keep that to two threads' worth.
- * The worker is an inline script (works from the compiled CLI and from the
- * TypeScript tests alike).
+ * Why this decoder and workers (measured on 2 MiB blocks of a 4 GiB lz4
+ * backup): wasm liblz4 ~1.8 ms a block, lz4-napi 4.5 ms (sync) and lz4js
+ * 4.1 ms; lz4-napi's async calls run on libuv's pool, where its bundled
+ * mimalloc kept every thread's freed buffers (a 4 GiB export peaked at
+ * 1.3 GB RSS with the CLI's 16 pool threads). The worker is an inline script
+ * (it runs from the compiled CLI and from the TypeScript tests alike).
  *
- * Costs per 2 MiB block on this machine: lz4 ~2 ms, gzip ~9 ms, SHA-512
- * ~6 ms, the copy into a transferable buffer ~0.2 ms.
+ * Costs per 2 MiB block: lz4 ~2 ms, gzip ~9 ms, SHA-512 ~4 ms.
  */
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -24,30 +24,26 @@ const { parentPort, workerData } = require('node:worker_threads');
 const zlib = require('node:zlib');
 const crypto = require('node:crypto');
 let lz4;
-// lz4-napi's output buffers are native memory V8 does not count: without a
-// collection now and then, a worker that allocates little JavaScript keeps
-// hundreds of freed 2 MiB blocks alive (measured: 750 MB RSS for verify).
-let collect;
-try {
-  require('node:v8').setFlagsFromString('--expose-gc');
-  collect = require('node:vm').runInNewContext('gc');
-} catch {}
-let sinceCollect = 0;
-parentPort.on('message', (m) => {
+let ready = Promise.resolve();
+// @foxglove/wasm-lz4 keeps one LZ4F context for ever, and a context that
+// failed once fails every later frame: after an error, load a fresh instance.
+function loadLz4() {
+  delete require.cache[workerData.lz4];
+  lz4 = require(workerData.lz4);
+  ready = lz4.isLoaded;
+}
+function handle(m) {
   try {
     const raw = Buffer.from(m.raw.buffer, m.raw.byteOffset, m.raw.byteLength);
     let plain;
     if (m.method === 'gzip') plain = zlib.gunzipSync(raw);
     else if (m.method === 'lz4') {
-      if (!lz4) {
-        process.env.MIMALLOC_PURGE_DELAY = process.env.MIMALLOC_PURGE_DELAY || '0';
-        lz4 = require(workerData.lz4);
-      }
-      plain = lz4.decompressFrameSync(raw);
-      sinceCollect += plain.length;
-      if (collect && sinceCollect >= 32 << 20) {
-        sinceCollect = 0;
-        setImmediate(() => collect({ type: 'minor' }));
+      if (raw.length < 4 || raw.readUInt32LE(0) !== 0x184d2204) throw new Error('lz4: bad magic number');
+      try {
+        plain = lz4(raw, m.maxLength);
+      } catch (e) {
+        loadLz4();
+        throw new Error('not a valid lz4 frame, or its content checksum does not match');
       }
     } else plain = raw;
     const sum = m.hash ? crypto.createHash('sha512').update(plain).digest('hex').slice(0, 64) : '';
@@ -55,12 +51,19 @@ parentPort.on('message', (m) => {
       parentPort.postMessage({ id: m.id, length: plain.length, sum });
       return;
     }
-    const out = new ArrayBuffer(plain.length);
-    new Uint8Array(out).set(plain);
+    let out = plain.buffer;
+    if (plain.byteOffset !== 0 || plain.byteLength !== out.byteLength) {
+      out = new ArrayBuffer(plain.length);
+      new Uint8Array(out).set(plain);
+    }
     parentPort.postMessage({ id: m.id, plain: out, length: plain.length, sum }, [out]);
   } catch (e) {
     parentPort.postMessage({ id: m.id, error: String((e && e.message) || e) });
   }
+}
+loadLz4();
+parentPort.on('message', (m) => {
+  ready = ready.then(() => handle(m));
 });
 `;
 
@@ -103,7 +106,7 @@ class CodecPool {
    * Without `keep` only the length and the sum come back (verify: no 2 MiB copy per block).
    * Rejects with DecodeError.
    */
-  run(raw: Uint8Array, method: Compression, hash: boolean, keep = true): Promise<Decoded> {
+  run(raw: Uint8Array, method: Compression, hash: boolean, keep = true, maxLength = 0): Promise<Decoded> {
     // A view into a larger buffer would be cloned whole: send only its bytes.
     if (raw.byteOffset !== 0 || raw.byteLength !== raw.buffer.byteLength) raw = new Uint8Array(raw);
     const w = this.pick();
@@ -112,7 +115,7 @@ class CodecPool {
       this.jobs.set(id, { resolve, reject });
       this.busy[w]++;
       this.workers[w].ref();
-      this.workers[w].postMessage({ id, raw, method, hash, keep });
+      this.workers[w].postMessage({ id, raw, method, hash, keep, maxLength });
     });
   }
 
@@ -125,7 +128,7 @@ class CodecPool {
 
   private spawn(): number {
     const i = this.workers.length;
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { lz4: require.resolve('lz4-napi') } });
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { lz4: require.resolve('@foxglove/wasm-lz4') } });
     w.on('message', (r: Reply) => this.receive(i, r));
     w.on('error', (e) => {
       for (const [, j] of this.jobs) j.reject(e);
