@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSpdk } from '../src/source/spdk/index';
 import { blobIdHex } from '../src/source/spdk/md-page';
 import type { SpdkCatalog } from '../src/source/spdk/catalog';
-import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';
+import { MiB, SpdkDiskBuilder, u64 } from './helpers/spdk-builder';
 import {
   REP_A, VOL_A, VOL_B, chainScenario, deletedMiddleScenario, expansionScenario, revertScenario, tornScenario, twoVolumesScenario,
 } from './helpers/spdk-scenarios';
@@ -261,6 +261,38 @@ describe('v2 disk metadata shapes', () => {
     want.write('end', MiB + 5);
     expect(buf.equals(want)).toBe(true);
     expect(o.chain.runs(2 ** 40 - 8 * MiB, 8 * MiB).map((r) => [r.offset, r.length, r.layer === null])).toEqual([[2 ** 40 - 8 * MiB, 7 * MiB, true], [2 ** 40 - MiB, MiB, false]]);
+    cat.close();
+  });
+
+  it('a snapshot delete cut by a crash (SNAPRM): kept while its clone still points to it, dropped once relinked', async () => {
+    const b = new SpdkDiskBuilder();
+    chainScenario(b);
+    const s2 = b.byName(`${REP_A}-snap-s2`);
+    const s3 = b.byName(`${REP_A}-snap-s3`);
+    b.setInternal(s2.id, 'SNAPRM', u64(s3.id));
+    const before = openSpdk([build(b, false)]);
+    const lv = (c: SpdkCatalog, nm: string) => [...c.disks[0].lvs.lvols.values()].find((l) => l.name === nm)!;
+    expect(lv(before, s2.name).torn).toEqual({ xattr: 'SNAPRM', cloneId: s3.id, outcome: 'kept' });
+    expect(before.view(`volumes/${VOL_A}/replicas/${REP_A}/snapshots/s2.img`)).toBeDefined();
+    before.close();
+    b.setParent(s3.id, b.byName(`${REP_A}-snap-s1`).id); // the clone relinked, s2 not yet gone
+    const after = openSpdk([build(b, false)]);
+    expect(lv(after, s2.name).torn?.outcome).toBe('dropped');
+    expect(after.view(`volumes/${VOL_A}/replicas/${REP_A}/snapshots/s2.img`)).toBeUndefined();
+    expect(after.render()).toContain(`${s2.name} on disk-1: 16.0 MiB, 3.0 MiB allocated, TORN snapshot (SNAPRM) that SPDK's load would delete`);
+    after.close();
+  });
+
+  it('a replica whose head is gone (only snapshots left) is listed; --snapshot reads them, the head is refused in one line', async () => {
+    const b = new SpdkDiskBuilder();
+    chainScenario(b);
+    b.delete(b.byName(REP_A).id);
+    const cat = openSpdk([build(b)]);
+    expect(() => cat.select({ replica: REP_A })).toThrow(new RegExp(`replica ${REP_A} has no head lvol on .*; pick one with --snapshot`));
+    expect(() => cat.select({ volume: VOL_A })).toThrow(/has no replica with a readable head: .*: no head/);
+    const s3 = cat.select({ replica: REP_A, snapshot: 's3' });
+    expect((await readView(s3)).equals(b.read(b.byName(`${REP_A}-snap-s3`).id))).toBe(true);
+    expect(cat.render()).toContain(`replica ${REP_A} on disk-1: no head lvol`);
     cat.close();
   });
 });
