@@ -192,5 +192,14 @@ describe('data roots with backing images on several disks, the same directory na
     expect(source.detect(path.join(node.roots[0], 'replicas', 'pvc-bi-aaaa0001'))).toBe(false);
     expect(source.detect(path.join(node.roots[0], 'longhorn-disk.cfg'))).toBe(false);
     expect(() => NodeCatalog.open([path.join(tmp)])).toThrow(/not a Longhorn data root: neither longhorn-disk\.cfg nor replicas\//);
+    // A corrupt cfg: beside replicas/ a warning (the replicas are read), alone an error naming the file.
+    const bad = path.join(tmp, 'badcfg');
+    fs.mkdirSync(path.join(bad, 'replicas'), { recursive: true });
+    fs.writeFileSync(path.join(bad, 'longhorn-disk.cfg'), '\0\0\0\0');
+    const c = NodeCatalog.open([bad]);
+    expect(c.warnings.join('\n')).toMatch(/longhorn-disk\.cfg: not a Longhorn disk cfg: invalid JSON.*reading replicas\/ anyway/);
+    c.close();
+    fs.rmdirSync(path.join(bad, 'replicas'));
+    expect(() => NodeCatalog.open([bad])).toThrow(/badcfg\/longhorn-disk\.cfg: not a Longhorn disk cfg/);
   });
 });

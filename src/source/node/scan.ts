@@ -75,9 +75,16 @@ export function scanRoot(root: string): RootScan {
   if (!st.isDirectory()) throw new ChainfsError(abs, `not a directory (${fileKind(st)}); expected a Longhorn data root`);
   const scan: RootScan = { path: abs, cfg: null, replicas: [], backingDirs: [], noise: [], tmp: [], warnings: [] };
   const cfgPath = path.join(abs, DISK_CFG);
+  const hasReplicas = isDir(path.join(abs, REPLICAS_DIR));
   if (isFile(cfgPath)) {
-    scan.cfg = parseDiskCfg(cfgPath, readMetaFile(cfgPath));
-  } else if (isDir(path.join(abs, REPLICAS_DIR))) {
+    try {
+      scan.cfg = parseDiskCfg(cfgPath, readMetaFile(cfgPath));
+    } catch (e) {
+      // A cfg cut short or overwritten: the replicas beside it are still what they are.
+      if (!(e instanceof ChainfsError) || !hasReplicas) throw e;
+      scan.warnings.push(`${e.message}; reading ${REPLICAS_DIR}/ anyway, with no disk UUID`);
+    }
+  } else if (hasReplicas) {
     scan.warnings.push(`${abs}: no ${DISK_CFG} (the disk may have been half-removed); reading its ${REPLICAS_DIR}/ anyway, with no disk UUID`);
   } else {
     throw new ChainfsError(abs, `not a Longhorn data root: neither ${DISK_CFG} nor ${REPLICAS_DIR}/`);
