@@ -120,3 +120,19 @@ export async function exactDiff(a: Chain, b: Chain, ranges: ChangedRange[]): Pro
   }
   return out;
 }
+
+/**
+ * The ranges where `b` may differ from `a`: from allocation when they are
+ * one chain (`oneChain`), else from a byte comparison (reason `compare`).
+ * `exact` reads the ranges of one chain and keeps the blocks that differ.
+ */
+export async function changedRanges(a: Chain, b: Chain, exact = false): Promise<{ ranges: ChangedRange[]; oneChain: boolean }> {
+  const above = layersAbove(a, b);
+  if (above) {
+    const ranges = chainDiff(a, b, above);
+    return { ranges: exact ? await exactDiff(a, b, ranges) : ranges, oneChain: true };
+  }
+  const { compareImages } = await import('./compare');
+  const r = await compareImages(a, b);
+  return { ranges: r.differences.map((d) => ({ ...d, reason: 'compare' })), oneChain: false };
+}

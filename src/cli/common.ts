@@ -89,8 +89,8 @@ export interface SourceCliOptions {
   backup?: string;
   backingImage?: string;
   lvol?: string;
-  /** commander's spelling of --no-backing: false when given. */
-  backing?: boolean;
+  /** commander's spelling of --no-backing: false when given (export's --backing BASE shares the key: a string). */
+  backing?: boolean | string;
   badBlocks?: 'fail' | 'zero';
   cacheDir?: string;
   jobs?: number;

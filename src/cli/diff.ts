@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import type { ChainOptions } from '../chain/chain';
 import type { ChangedRange } from '../chain/diff';
-import type { Catalog, ViewSelector } from '../source/catalog';
+import { namedView } from '../source/named';
 import { formatBytes } from '../units';
 import { addSourceOptions, openCatalog, viewSelector, warn, type SourceCliOptions } from './common';
 
@@ -45,35 +45,19 @@ export function diffCommand(): Command {
     });
 }
 
-/** A view name given to --from/--to, as the source's own selector option. */
-function named(catalog: Catalog, base: ViewSelector, name: string | undefined): ViewSelector {
-  if (name === undefined) return base;
-  return catalog.kind === 'backupstore' ? { ...base, backup: name } : { ...base, snapshot: name };
-}
-
 async function diff(sources: string[], opts: DiffOptions): Promise<boolean> {
   const catalog = await openCatalog(sources, opts);
   try {
     const sel = viewSelector(opts);
     const cache: ChainOptions = {};
-    const entryA = catalog.select(named(catalog, sel, opts.from));
-    const entryB = catalog.select(named(catalog, sel, opts.to));
+    const entryA = catalog.select(namedView(catalog, sel, opts.from));
+    const entryB = catalog.select(namedView(catalog, sel, opts.to));
     const a = await entryA.open(cache);
     const b = await entryB.open(cache);
     for (const w of [...a.warnings, ...b.warnings]) warn(w);
-    const { layersAbove, chainDiff, exactDiff } = await import('../chain/diff');
-    const above = layersAbove(a.chain, b.chain);
-    let ranges: ChangedRange[];
-    if (above) {
-      ranges = chainDiff(a.chain, b.chain, above);
-      if (opts.exact) ranges = await exactDiff(a.chain, b.chain, ranges);
-    } else {
-      // Not one chain: only the bytes can tell.
-      const { compareImages } = await import('../chain/compare');
-      const r = await compareImages(a.chain, b.chain);
-      ranges = r.differences.map((d) => ({ ...d, reason: 'compare' }));
-    }
-    print(ranges, entryA.path, entryB.path, !!above, !!opts.json);
+    const { changedRanges } = await import('../chain/diff');
+    const { ranges, oneChain } = await changedRanges(a.chain, b.chain, !!opts.exact);
+    print(ranges, entryA.path, entryB.path, oneChain, !!opts.json);
     a.close();
     b.close();
     return ranges.length > 0;

@@ -22,11 +22,16 @@ import { checkStdoutNotTerminal, streamView } from './stream';
 import { formatBytes } from '../units';
 
 /** The request's fields as commander parses them, plus what only the CLI uses. */
-type ExportOptions = Omit<ExportRequest, 'sources' | 'sourceOptions' | 'selector' | 'out'> & SourceCliOptions
+type ExportOptions = Omit<ExportRequest, 'sources' | 'sourceOptions' | 'selector' | 'out' | 'backing'> & SourceCliOptions
   & { quiet?: boolean; json?: boolean; progress?: boolean };
 
 export function exportCommand(): Command {
-  return addSourceOptions(new Command('export'), true)
+  // --backing BASE before the sources' --no-backing, so that it has no default (commander's rule for a pair).
+  return addSourceOptions(new Command('export')
+    .option('--since <view>', 'only what changed since this older view (a snapshot; a backup on a backup target): '
+      + 'a qcow2 overlay with --backing, or a sparse raw delta')
+    .option('--backing <base>', 'with --since and --format qcow2: the overlay\'s backing file, an earlier full export of the --since view '
+      + '(checked by size and sampled blocks; a relative path is recorded relative to OUT)'), true)
     .description('write a view as a standalone image (raw or qcow2), optionally as a Longhorn backing image directory')
     .usage('[options] <source...> <out>')
     .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks; then OUT: a new file, '
@@ -68,6 +73,7 @@ async function toFile(sources: string[], out: string, opts: ExportOptions, bar: 
       sources, sourceOptions: sourceOptions(opts), selector: viewSelector(opts), out, format: opts.format, layout: opts.layout,
       clusterSize: opts.clusterSize, compress: opts.compress,
       overwrite: opts.overwrite, force: opts.force, checksum: opts.checksum,
+      since: opts.since, backing: typeof opts.backing === 'string' ? opts.backing : undefined,
     }, {
       warn: (m) => { bar?.stop(); warn(m); },
       progress: bar ? (p) => bar.update(p) : undefined,
@@ -103,7 +109,8 @@ async function toFile(sources: string[], out: string, opts: ExportOptions, bar: 
 
 /** `export SOURCE -`: the raw view on stdout, as cat writes it, with export's progress and summary. */
 async function toStdout(sources: string[], opts: ExportOptions, bar: Progress | undefined): Promise<void> {
-  if (opts.format !== 'raw' || opts.layout !== 'file') usageFail('OUT - (stdout) is raw only: --format qcow2 and --layout longhorn need a file or directory');
+  if (opts.layout !== 'file') usageFail('OUT - (stdout): --layout longhorn needs a directory');
+  if (opts.compress) usageFail('OUT - (stdout): --compress needs an output file (compressed sizes are not known up front)');
   if (opts.json) usageFail('OUT - (stdout) carries the image: --json needs an output file');
   if (opts.checksum) usageFail('OUT - (stdout): pipe it through sha512sum for a checksum (--checksum needs an output file)');
   checkStdoutNotTerminal();
@@ -111,14 +118,20 @@ async function toStdout(sources: string[], opts: ExportOptions, bar: Progress | 
   const selected = await openSelectedView(sources, opts);
   try {
     selected.view.checkNotLive?.(opts.force ?? false, warn);
-    await streamView(selected.view.chain, process.stdout, bar, 'export');
+    if (opts.format === 'qcow2' || opts.since !== undefined) {
+      const { streamDelta } = await import('../materialize/stream-export');
+      await streamDelta(selected, opts.format, { since: opts.since, backing: typeof opts.backing === 'string' ? opts.backing : undefined,
+        clusterSize: opts.clusterSize, selector: viewSelector(opts), progress: bar ? (done, total) => bar.update({ phase: 'export', done, total }) : undefined });
+    } else {
+      await streamView(selected.view.chain, process.stdout, bar, 'export');
+    }
   } finally {
     bar?.stop();
     selected.close();
   }
   if (!opts.quiet) {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    process.stderr.write(`exported ${selected.entry.path} to stdout: raw, ${formatBytes(selected.view.chain.size)}, ${seconds.toFixed(1)} s\n`);
+    process.stderr.write(`exported ${selected.entry.path}${opts.since ? ` (changes since ${opts.since})` : ''} to stdout: ${opts.format}, ${formatBytes(selected.view.chain.size)} virtual, ${seconds.toFixed(1)} s\n`);
   }
 }
 

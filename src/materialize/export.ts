@@ -10,7 +10,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError } from '../errors';
-import type { SourceOptions, ViewSelector } from '../source/catalog';
+import type { Catalog, SourceOptions, ViewSelector } from '../source/catalog';
+import { namedView } from '../source/named';
+import { checkBase } from './base-check';
+import type { QcowBacking } from './qcow2-writer';
 import { openSource } from '../source/open';
 import { runJobInWorker, type ExportFormat, type JobProgress } from './job';
 import { BACKING_CFG, BACKING_FILE, BACKING_MODE, encodeBackingCfg, goTimeString, parseBackingImageDir, withUuidSuffix } from './longhorn-layout';
@@ -41,6 +44,14 @@ export interface ExportRequest {
   force?: boolean;
   /** Compute the SHA-512 of the output (default: on for the Longhorn layout). */
   checksum?: boolean;
+  /**
+   * Only what changed since this older view (a snapshot; a backup on a
+   * backup target): a qcow2 overlay over `backing`, or without it a sparse
+   * raw file with only the changed ranges allocated.
+   */
+  since?: string;
+  /** The overlay's backing file: an earlier full export of `since` (checked by size and sampled blocks). */
+  backing?: string;
 }
 
 export interface ExportHooks {
@@ -98,6 +109,7 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
       sources: req.sources, sourceOptions: req.sourceOptions, viewPath: pre.viewPath,
       format: req.format, clusterSize, compress: req.compress ?? false, checksum,
       fd: output.fd, imagePath: output.imageTmpPath, out: req.out, dataBytes: pre.dataBytes,
+      since: pre.since, backing: pre.backing,
     }, (p) => hooks.progress?.(p));
     output.sync();
     checkUnchanged(pre, req, hooks);
@@ -144,6 +156,9 @@ interface Prepared {
   live: boolean;
   /** The source as named, for messages. */
   label: string;
+  /** With --since: the older view's selector, and the overlay's backing file as its header records it. */
+  since?: ViewSelector;
+  backing?: QcowBacking;
 }
 
 async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared> {
@@ -158,15 +173,42 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
       const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, view.roots, view.files);
       view.checkNotLive?.(req.force ?? false, hooks.warn);
       const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
+      const delta = req.since === undefined ? {} : await prepareDelta(req, catalog, out);
       return {
         out, plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
         stamps: stampFiles(view.files), viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
+        ...delta,
       };
     } finally {
       view.close();
     }
   } finally {
     catalog.close();
+  }
+}
+
+/**
+ * --since A [--backing BASE]: A must open, and BASE (for a qcow2 overlay)
+ * must be view A, by size and sampled blocks.
+ */
+async function prepareDelta(req: ExportRequest, catalog: Catalog, out: string): Promise<{ since: ViewSelector; backing?: QcowBacking }> {
+  if (req.format === 'qcow2' && req.backing === undefined) {
+    throw new ChainfsError(undefined, '--since with --format qcow2 needs --backing BASE (an earlier full export of the --since view), which the overlay reads its other clusters from');
+  }
+  if (req.format === 'raw' && req.backing !== undefined) {
+    throw new ChainfsError(undefined, '--backing goes with --format qcow2 (an overlay); a raw --since export is a sparse file of the changed ranges only');
+  }
+  if (req.layout === 'longhorn' || req.compress) {
+    throw new ChainfsError(undefined, '--since makes an overlay or a delta: not with --layout longhorn or --compress');
+  }
+  const since = namedView(catalog, req.selector, req.since);
+  const older = catalog.select(since);
+  const a = await older.open({});
+  try {
+    if (!req.backing) return { since };
+    return { since, backing: await checkBase(req.backing, out, a.chain, older.path) };
+  } finally {
+    a.close();
   }
 }
 

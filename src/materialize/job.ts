@@ -9,11 +9,14 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { ImageSource } from '../chain/source';
 import { ChainfsError } from '../errors';
-import type { SourceOptions } from '../source/catalog';
+import type { Chain } from '../chain/chain';
+import type { Catalog, SourceOptions, ViewSelector } from '../source/catalog';
+import { restrictTo } from './overlay';
+import { writeQcow2, type QcowBacking } from './qcow2-writer';
+import { writeRawRanges } from './raw-writer';
 import { openSource } from '../source/open';
 import { Sha512Worker } from './checksum';
 import { writeFailed } from './output';
-import { writeQcow2 } from './qcow2-writer';
 import { writeRaw } from './raw-writer';
 
 export type ExportFormat = 'raw' | 'qcow2';
@@ -36,6 +39,10 @@ export interface JobSpec {
   out: string;
   /** The view's data bytes (from the estimate). */
   dataBytes: number;
+  /** Only what changed since this older view (reopened here): an overlay or a raw delta. */
+  since?: ViewSelector;
+  /** The qcow2 overlay's backing file, as its header records it. */
+  backing?: QcowBacking;
 }
 
 export interface JobResult {
@@ -59,6 +66,7 @@ export async function runJob(spec: JobSpec, progress: (p: JobProgress) => void):
     const entry = catalog.view(spec.viewPath);
     if (!entry) throw new ChainfsError(undefined, `${spec.viewPath}: the view is gone from the source since the export began`);
     view = await entry.open({});
+    if (spec.since) return await deltaJob(spec, catalog, view.chain, hash, progress);
     return spec.format === 'raw'
       ? await rawJob(spec, view.chain, hash, progress)
       : await qcow2Job(spec, view.chain, hash, progress);
@@ -115,6 +123,38 @@ async function qcow2Job(spec: JobSpec, src: ImageSource, hash: Sha512Worker | un
   hash.onHashed = (done) => progress({ phase: 'checksum', done, total: r.fileSize });
   hash.file(spec.imagePath);
   return { sha512: await hash.digest(), fileSize: r.fileSize };
+}
+
+/**
+ * --since: the ranges that changed since the older view (from allocation
+ * within one chain, else by comparison), written as a qcow2 overlay
+ * (changed clusters only, zeros as zero clusters) or as a raw file with
+ * only those ranges allocated.
+ */
+async function deltaJob(spec: JobSpec, catalog: Catalog, chain: Chain, hash: Sha512Worker | undefined,
+  progress: (p: JobProgress) => void): Promise<JobResult> {
+  const older = await catalog.select(spec.since!).open({});
+  try {
+    const { changedRanges } = await import('../chain/diff');
+    const { ranges } = await changedRanges(older.chain, chain);
+    const total = ranges.reduce((n, r) => n + r.length, 0);
+    if (spec.format === 'raw') {
+      await writeRawRanges(chain, spec.fd, ranges, (done) => progress({ phase: 'export', done, total }));
+      if (!hash) return { sha512: null, fileSize: chain.size };
+      hash.onHashed = (done) => progress({ phase: 'checksum', done, total: chain.size });
+      hash.file(spec.imagePath);
+      return { sha512: await hash.digest(), fileSize: chain.size };
+    }
+    const src = restrictTo(chain, ranges, spec.clusterSize!);
+    const r = await writeQcow2(src, spec.fd, { clusterSize: spec.clusterSize, backing: spec.backing, zeroClusters: true,
+      onProgress: (done) => progress({ phase: 'export', done, total: chain.size }) });
+    if (!hash) return { sha512: null, fileSize: r.fileSize };
+    hash.onHashed = (done) => progress({ phase: 'checksum', done, total: r.fileSize });
+    hash.file(spec.imagePath);
+    return { sha512: await hash.digest(), fileSize: r.fileSize };
+  } finally {
+    older.close();
+  }
 }
 
 /** Messages from the export worker. */

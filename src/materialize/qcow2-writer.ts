@@ -44,6 +44,26 @@ export interface Qcow2WriteOptions {
   compress?: boolean;
   /** Virtual bytes processed so far; called after each 8 MiB batch with data, and at least every 256 MiB. */
   onProgress?: (bytesDone: number) => void;
+  /**
+   * An overlay: the image names this backing file (the path as given,
+   * relative paths resolved by qemu against the image's directory) and its
+   * format (a header extension), and clusters the source does not hold
+   * read from it.
+   */
+  backing?: QcowBacking;
+  /**
+   * Store all-zero clusters as qcow2 zero clusters (v3 flag, no host
+   * cluster) instead of leaving them unallocated: an overlay must, or the
+   * backing file's bytes would show through.
+   */
+  zeroClusters?: boolean;
+}
+
+/** A qcow2 image's backing file, as its header records it. */
+export interface QcowBacking {
+  /** The path written into the image (qemu resolves a relative one against the image's directory). */
+  file: string;
+  format: 'raw' | 'qcow2';
 }
 
 export interface Qcow2WriteResult {
@@ -86,6 +106,10 @@ const REFCOUNT_MAX = 0xffff;
 const FLAG_COPIED_HI = 0x80000000;
 /** L2 bit 62 (compressed cluster), as the high word. */
 const FLAG_COMPRESSED_HI = 0x40000000;
+/** L2 bit 0 (v3): the cluster reads as zeros, whatever the backing file holds. */
+const FLAG_ZERO_LO = 1;
+/** Header extension type of the backing file's format name (qcow2 spec). */
+const EXT_BACKING_FORMAT = 0xe2792aca;
 const TWO_32 = 2 ** 32;
 const SECTOR = 512;
 
@@ -97,7 +121,8 @@ const SECTOR = 512;
  */
 export function writeQcow2(src: ImageSource, fd: number, opts: Qcow2WriteOptions = {}): Promise<Qcow2WriteResult> {
   const cs = opts.clusterSize ?? DEFAULT_CLUSTER_SIZE;
-  const l1Size = checkGeometry(src.size, cs);
+  const l1Size = checkQcow2Geometry(src.size, cs);
+  if (opts.backing) encodeHeader(cs, src.size, l1Size, 0, { tableOffset: 0, tableClusters: 0 }, opts.backing); // refuses what does not fit
   return writeChecked(src, fd, opts, cs, l1Size);
 }
 
@@ -114,12 +139,12 @@ async function writeChecked(src: ImageSource, fd: number, opts: Qcow2WriteOption
   l2.close();
   const refcounts = host.finish();
   l1.finish();
-  writeAll(fd, encodeHeader(cs, src.size, l1Size, l1Offset, refcounts), 0);
+  writeAll(fd, encodeHeader(cs, src.size, l1Size, l1Offset, refcounts, opts.backing), 0);
   return { fileSize: refcounts.fileSize, dataClusters };
 }
 
 /** Validates the options against qcow2's and qemu's limits; returns the L1 size (entries). */
-function checkGeometry(size: number, cs: number): number {
+export function checkQcow2Geometry(size: number, cs: number): number {
   if (!Number.isInteger(cs) || cs < MIN_CLUSTER_SIZE || cs > MAX_CLUSTER_SIZE || (cs & (cs - 1)) !== 0) {
     throw new ChainfsError(undefined, `qcow2 cluster size ${cs} is not a power of two from 512 to 2097152`);
   }
@@ -169,6 +194,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
   const storeCluster = (guestCluster: number, at: number): void => {
     if (input.compare(zeros, 0, cs, at, at + cs) === 0) {
       flushGroup();
+      if (opts.zeroClusters) l2.set(guestCluster, 0, FLAG_ZERO_LO);
       return;
     }
     if (opts.compress) {
@@ -525,18 +551,38 @@ function compressedEntry(at: number, length: number, cs: number): [number, numbe
   return [(FLAG_COMPRESSED_HI | (sectors << (x - 32)) | hiWord(at)) >>> 0, loWord(at)];
 }
 
-function encodeHeader(
+/**
+ * The whole first cluster: the v3 header, header extensions (the backing
+ * format, if any) ended by 8 zero bytes, the backing file name, zeros.
+ * Throws ChainfsError when the backing file name does not fit (qemu's limit
+ * is 1023 bytes, and it must fit in the first cluster).
+ */
+export function encodeHeader(
   cs: number,
   size: number,
   l1Size: number,
   l1Offset: number,
   refcounts: { tableOffset: number; tableClusters: number },
+  backing?: QcowBacking,
 ): Buffer {
-  // The whole first cluster: header, an end-of-extensions marker (8 zero bytes at 112), zeros.
   const h = Buffer.alloc(cs);
   h.writeUInt32BE(QCOW2_MAGIC, 0);
   h.writeUInt32BE(QCOW2_VERSION, 4);
-  // 8..19: no backing file.
+  if (backing) {
+    const fmt = Buffer.from(backing.format);
+    const name = Buffer.from(backing.file);
+    let at = HEADER_LENGTH;
+    h.writeUInt32BE(EXT_BACKING_FORMAT, at);
+    h.writeUInt32BE(fmt.length, at + 4);
+    at += 8 + alignUp(fmt.length, 8) + 8; // the extension, then the end marker (zeros)
+    if (name.length === 0 || name.length > 1023 || at + name.length > cs) {
+      throw new ChainfsError(backing.file, `backing file name of ${name.length} bytes does not fit in the qcow2 header (at most 1023, and within the first ${cs}-byte cluster): use a shorter path or a larger cluster size`);
+    }
+    fmt.copy(h, HEADER_LENGTH + 8);
+    name.copy(h, at);
+    put64(h, 8, at);
+    h.writeUInt32BE(name.length, 16);
+  }
   h.writeUInt32BE(Math.log2(cs), 20);
   put64(h, 24, size);
   // 32: no encryption.
@@ -551,7 +597,7 @@ function encodeHeader(
   return h;
 }
 
-function put64(buf: Buffer, at: number, value: number): void {
+export function put64(buf: Buffer, at: number, value: number): void {
   buf.writeUInt32BE(hiWord(value), at);
   buf.writeUInt32BE(loWord(value), at + 4);
 }

@@ -163,3 +163,27 @@ function writeAll(fd: number, buf: Buffer, from: number, length: number, positio
   let done = 0;
   while (done < length) done += fs.writeSync(fd, buf, from + done, length - done, position + done);
 }
+
+/**
+ * A raw delta: `src`'s bytes in `ranges` only, each written in full (zeros
+ * too: an allocated range is what a sparse-delta tool applies), the rest of
+ * the `size`-byte file a hole. `onData` gets the bytes written so far.
+ */
+export async function writeRawRanges(src: ImageSource & { readAsync(b: Buffer, o: number, l: number, p: number): Promise<void> },
+  fd: number, ranges: readonly { start: number; length: number }[], onData?: (bytes: number) => void): Promise<void> {
+  fs.ftruncateSync(fd, src.size);
+  const writeBehind = new WriteBehind(fd);
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let done = 0;
+  for (const r of ranges) {
+    const end = Math.min(r.start + r.length, src.size);
+    for (let pos = r.start; pos < end; pos += CHUNK) {
+      const n = Math.min(CHUNK, end - pos);
+      await src.readAsync(buf, 0, n, pos);
+      writeAll(fd, buf, 0, n, pos);
+      writeBehind.wrote(n);
+      done += n;
+      onData?.(done);
+    }
+  }
+}
