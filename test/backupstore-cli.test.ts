@@ -5,7 +5,7 @@
  * catalog.json, qemu-img info, a block vanishing under the mount gives EIO
  * for that block only), and S3 through s3rver. Targets are unchanged.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,8 +14,8 @@ import {
   BLOCK, blockPath, buildSampleTarget, checksum, damageSampleTarget, fingerprint, pattern, volumeDir, type SampleTarget,
 } from './helpers/backupstore-builder';
 import { extractFixture, fixtureManifest, sha256 } from './helpers/backupstore-read';
-import { s3Env, startS3rver, uploadDir, type S3Server } from './helpers/backupstore-s3';
-import { chainfs, chainfsOk } from './helpers/cli';
+import { s3Env, startListingServer, startS3rver, uploadDir, type S3Server } from './helpers/backupstore-s3';
+import { CHAINFS, chainfs, chainfsOk } from './helpers/cli';
 import { mountReplica, unmount, unmountAll } from './helpers/mount';
 
 let tmp: string;
@@ -184,6 +184,47 @@ describe('mount', () => {
       for (const b of live) expect(sha256(fs.readFileSync(path.join(mp, `volumes/vol-lz4/backups/${b.name}.img`))), b.name).toBe(b.sha256);
     } finally {
       unmount(mp);
+    }
+  });
+});
+
+describe('a slow S3 object does not hold up the mount', () => {
+  it('while one block takes 3 s to download, other reads of the mount are served at once', async () => {
+    const slow = checksum(pattern(7, BLOCK));
+    const lister = await startListingServer(sample.dir, 'lh-backups', 1000, (key) => (key.includes(slow) ? 3000 : 0));
+    const env = { ...process.env, ...s3Env(lister.endpoint) };
+    const mp = path.join(tmp, 'mp-slow');
+    fs.mkdirSync(mp, { recursive: true });
+    // The daemon lists this process's server: mount without blocking our event loop.
+    const code = await new Promise<number | null>((resolve) => {
+      spawn(CHAINFS, ['mount', 's3://lh-backups@us-east-1/', mp], { env, stdio: 'ignore' }).on('exit', resolve);
+    });
+    expect(code).toBe(0);
+    try {
+      const img = path.join(mp, 'volumes/vol-gzip/backups/g-incr.img');
+      const t0 = Date.now();
+      const slowRead = (async () => {
+        const fh = await fs.promises.open(img, 'r');
+        try {
+          const buf = Buffer.alloc(65536);
+          await fh.read(buf, 0, buf.length, 7 * BLOCK);
+          return { at: Date.now() - t0, ok: buf.equals(pattern(7, BLOCK).subarray(0, 65536)) };
+        } finally {
+          await fh.close();
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 300));
+      const other = await fs.promises.readFile(path.join(mp, 'volumes/vol-lz4/backups/l-after-expand.img'));
+      const otherAt = Date.now() - t0;
+      expect(sha256(other)).toBe(sha256(sample.expected.get('volumes/vol-lz4/backups/l-after-expand.img')!));
+      const s = await slowRead;
+      expect(s.ok).toBe(true);
+      expect(s.at).toBeGreaterThanOrEqual(2900);
+      expect(otherAt).toBeLessThan(s.at - 1000);
+    } finally {
+      await new Promise((resolve) => spawn(CHAINFS, ['umount', mp], { stdio: 'ignore' }).on('exit', resolve));
+      spawnSync('fusermount', ['-uz', mp]);
+      await lister.close();
     }
   });
 });

@@ -155,6 +155,40 @@ describe('sample target', () => {
   });
 });
 
+describe('on-disk cache (--cache-dir)', () => {
+  it('a second catalog reads blocks from the cache, checks them, and refetches a damaged cache file', async () => {
+    const copy = path.join(tmp, 'cached-target');
+    fs.cpSync(sample.dir, copy, { recursive: true });
+    const cacheDir = path.join(tmp, 'block-cache');
+    const p = 'volumes/vol-lz4/backups/l-after-expand.img';
+    let cat = await open(copy, { cacheDir });
+    try {
+      expect((await readView(cat, p)).sha256).toBe(sha256(sample.expected.get(p)!));
+    } finally {
+      cat.close();
+    }
+    await new Promise((r) => setTimeout(r, 200)); // the cache is written behind the reads
+    const cached = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((f) => f.endsWith('.2097152'));
+    expect(cached).toHaveLength(3);
+    // One cache file damaged, one target block gone: the first is refetched, the second comes from the cache.
+    const sum8 = checksum(pattern(8, BLOCK));
+    fs.rmSync(path.join(copy, volumeDir('vol-lz4'), 'blocks', sum8.slice(0, 2), sum8.slice(2, 4), `${sum8}.blk`));
+    const sum6 = checksum(pattern(6, BLOCK));
+    const f6 = path.join(cacheDir, sum6.slice(0, 2), `${sum6}.2097152`);
+    const bytes = fs.readFileSync(f6);
+    bytes[100] ^= 1;
+    fs.writeFileSync(f6, bytes);
+    cat = await open(copy, { cacheDir });
+    try {
+      expect((await readView(cat, p)).sha256).toBe(sha256(sample.expected.get(p)!));
+      expect(cat.store.stats.diskHits).toBe(2);
+      expect(cat.store.stats.fetched).toBe(1);
+    } finally {
+      cat.close();
+    }
+  });
+});
+
 describe('damaged target', () => {
   it('verify names every bad block, its problem and every backup it breaks; the target is unchanged', async () => {
     const damage = damageSampleTarget(damagedDir);

@@ -93,9 +93,11 @@ const xml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 
 /**
  * A minimal S3 (path-style, any credentials) serving bucket `bucket` from
- * `dir`: GetObject and ListObjectsV2 with at most `pageSize` entries a page.
+ * `dir`: GetObject and ListObjectsV2 with at most `pageSize` entries a page;
+ * `delayMs(key)` holds a GET back (a slow object).
  */
-export async function startListingServer(dir: string, bucket: string, pageSize = 3): Promise<ListingServer> {
+export async function startListingServer(dir: string, bucket: string, pageSize = 3,
+  delayMs: (key: string) => number = () => 0): Promise<ListingServer> {
   const requests: string[] = [];
   const allKeys = () => fs.readdirSync(dir, { recursive: true }).map(String)
     .filter((f) => fs.statSync(path.join(dir, f)).isFile()).map((f) => f.split(path.sep).join('/')).sort();
@@ -145,6 +147,11 @@ export async function startListingServer(dir: string, bucket: string, pageSize =
       return;
     }
     const data = fs.readFileSync(file);
+    const delay = delayMs(key);
+    if (delay > 0) {
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length }).end(data), delay);
+      return;
+    }
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length }).end(data);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
