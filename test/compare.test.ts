@@ -167,6 +167,9 @@ describe('chainfs compare', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(chainfs(['compare', ra.dir]).code).toBe(2);
+    const j = chainfs(['compare', ra.dir, path.join(tmp, 'nope'), '--json']);
+    expect(j.code).toBe(2);
+    expect(JSON.parse(String(j.stdout)).error.code).toBe('not-found');
   });
 });
 

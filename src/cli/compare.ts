@@ -14,7 +14,8 @@ import { compareImages, type CompareResult } from '../chain/compare';
 import { ChainfsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
 import { formatBytes } from '../units';
-import { addSourceOptions, openCatalog, snapshotOption, viewSelector, warn, type SourceCliOptions } from './common';
+import { addSourceOptions, fail, openCatalog, snapshotOption, viewSelector, warn, type SourceCliOptions } from './common';
+import { errorCode, errorDocument, jsonRequested } from './json';
 
 export const EXIT_SAME = 0;
 export const EXIT_DIFFERENT = 1;
@@ -38,7 +39,12 @@ export function compareCommand(): Command {
       try {
         code = await run(sources, opts);
       } catch (e) {
-        process.stderr.write(`chainfs: ${oneLine(e instanceof ChainfsError ? e.message : (e as Error)?.stack ?? String(e))}\n`);
+        const errno = e as NodeJS.ErrnoException;
+        if (!(e instanceof ChainfsError) && !(typeof errno?.code === 'string' && errno.syscall)) fail(e); // a bug: exit 70
+        // Trouble, as cmp says it: exit 2, one line (and the error document under --json).
+        const message = oneLine(errno.message);
+        if (jsonRequested()) process.stdout.write(errorDocument(errorCode(e), message));
+        process.stderr.write(`chainfs: ${message}\n`);
         code = EXIT_TROUBLE;
       }
       process.exit(code);
