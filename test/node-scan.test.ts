@@ -125,9 +125,10 @@ describe('data roots with backing images on several disks, the same directory na
       expect(bi.usedBy).toEqual(['pvc-bi-aaaa0001']);
       expect(bi.mismatch).toMatch(/sizes differ/);
       expect(rep.unusedBackingImages.sort()).toEqual(['golden-0c0ffee0', 'half-12345678', 'other-0f0f0f0f']);
-      expect(rep.backingImages.find((b) => b.dir === 'other-0f0f0f0f')!.mismatch).toMatch(/^copies disagree: recorded checksums/);
+      expect(rep.backingImages.find((b) => b.dir === 'other-0f0f0f0f')!.mismatch).toMatch(/^copies disagree: the recorded checksum \(backing\.cfg currentChecksum\) differs/);
       expect(rep.backingImages.find((b) => b.dir === 'half-12345678')!.copies[0].problems.join()).toMatch(/backing\.tmp/);
       expect(rep.warnings.join('\n')).toMatch(/bi-pvc-bi-1f2e3d4c: copies disagree/);
+      expect(rep.warnings.join('\n')).toMatch(/3 backing image\(s\) used by no replica on these roots: golden-0c0ffee0, half-12345678, other-0f0f0f0f/);
       expect(c.views().map((v) => v.path).filter((p) => p.startsWith('backing-images/')).sort())
         .toEqual(['backing-images/bi-pvc-bi.img', 'backing-images/golden.img', 'backing-images/other.img']);
     } finally {

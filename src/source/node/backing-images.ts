@@ -76,7 +76,7 @@ function mismatch(copies: BackingCopy[]): string | undefined {
   const sums = new Set(copies.filter((c) => c.checksum).map((c) => c.checksum));
   const why: string[] = [];
   if (sizes.size > 1) why.push(`sizes differ (${withFile.map((c) => `${c.size} on ${c.root}`).join(', ')})`);
-  if (sums.size > 1) why.push('recorded checksums (backing.cfg currentChecksum) differ');
+  if (sums.size > 1) why.push('the recorded checksum (backing.cfg currentChecksum) differs between copies');
   return why.length ? `copies disagree: ${why.join('; ')}; the copy on the first root that has one is served` : undefined;
 }
 

@@ -19,7 +19,7 @@ import { ChainfsError } from '../../errors';
 import { openImage } from '../../layer/open-image';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewKind, ViewSelector } from '../catalog';
 import { findWriters } from '../replica/live';
-import { didYouMean } from '../replica/replica';
+import { didYouMean } from '../../text';
 import { indexBackingImages, servedCopy, type NodeBackingImage } from './backing-images';
 import { checkSizes, replicaFacts, type ReplicaFacts } from './facts';
 import { volumeOfReplicaDir } from './names';
@@ -99,6 +99,8 @@ export class NodeCatalog implements Catalog {
     for (const v of volumes) for (const r of v.replicas) if (r.backingDir) users.set(r.backingDir, [...(users.get(r.backingDir) ?? []), r.id]);
     const backingImages = indexBackingImages(roots, users);
     for (const b of backingImages) if (b.mismatch) warnings.push(`backing image ${b.dir}: ${b.mismatch}`);
+    const unused = backingImages.filter((b) => b.usedBy.length === 0).map((b) => b.dir);
+    if (unused.length > 0) warnings.push(`${unused.length} backing image(s) used by no replica on these roots: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}`);
     return new NodeCatalog(rootPaths.join(' '), roots, volumes, backingImages, warnings, opts.force ?? false);
   }
 
