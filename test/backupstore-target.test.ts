@@ -251,6 +251,8 @@ describe('names and parameters', () => {
     });
     expect(parseTargetArg('s3://bkt@r/')).toMatchObject({ location: { prefix: '' } });
     expect(parseTargetArg('vfs:///srv/t?backingImage=bi')).toMatchObject({ location: { kind: 'dir', dir: '/srv/t' }, backingImage: 'bi' });
+    // The backupstore/ directory itself names its target too.
+    expect(parseTargetArg(path.join(sample.dir, 'backupstore'))).toMatchObject({ location: { kind: 'dir', dir: sample.dir } });
     expect(() => parseTargetArg('nfs://server:/export')).toThrow(/mount the share .*pass the directory that holds backupstore/);
     expect(() => parseTargetArg('cifs://server/share')).toThrow(/mount the share/);
   });

@@ -37,11 +37,27 @@ export function isBackupTarget(arg: string): boolean {
   if (/^(s3|vfs|nfs|cifs):\/\//i.test(arg)) return true;
   const [base, query] = splitQuery(arg);
   if (query && (query.has('backup') || query.has('volume') || query.has('backingImage'))) return true;
-  try {
-    return fs.statSync(path.join(base, BASE)).isDirectory();
-  } catch {
-    return false;
+  return targetRoot(base) !== undefined;
+}
+
+/**
+ * The target directory for a local path: the path itself when it holds
+ * `backupstore/`, or its parent when the user named `backupstore/` itself.
+ */
+function targetRoot(p: string): string | undefined {
+  const isDir = (d: string) => {
+    try {
+      return fs.statSync(d).isDirectory();
+    } catch {
+      return false;
+    }
+  };
+  const dir = path.resolve(p);
+  if (isDir(path.join(dir, BASE))) return dir;
+  if (path.basename(dir) === BASE && (isDir(path.join(dir, 'volumes')) || isDir(path.join(dir, 'backing-images')))) {
+    return path.dirname(dir);
   }
+  return undefined;
 }
 
 /**
@@ -57,7 +73,7 @@ export function parseTargetArg(arg: string): TargetArg {
     backingImage: query?.get('backingImage') ?? undefined,
   };
   const m = /^([a-z0-9]+):\/\/(.*)$/i.exec(base);
-  if (!m) return { location: { kind: 'dir', dir: path.resolve(base) }, ...sel, label: arg };
+  if (!m) return { location: { kind: 'dir', dir: targetRoot(base) ?? path.resolve(base) }, ...sel, label: arg };
   const scheme = m[1].toLowerCase();
   const rest = m[2];
   if (scheme === 'nfs' || scheme === 'cifs') {
@@ -67,7 +83,7 @@ export function parseTargetArg(arg: string): TargetArg {
   }
   if (scheme === 'vfs') {
     if (!rest.startsWith('/')) throw new ChainfsError(arg, 'a vfs:// target needs an absolute path (vfs:///path)');
-    return { location: { kind: 'dir', dir: path.resolve(rest) }, ...sel, label: arg };
+    return { location: { kind: 'dir', dir: targetRoot(rest) ?? path.resolve(rest) }, ...sel, label: arg };
   }
   if (scheme === 's3') {
     // s3://bucket@region/prefix/ (s3/s3_service.go newService): the user part is the bucket.
