@@ -12,3 +12,27 @@ export function table(cells: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd())
     .join('\n');
 }
+
+/**
+ * "did you mean a, b, c?" with the names nearest to `query` (edit distance),
+ * or the short list when there are few; never a line of 40 names.
+ */
+export function didYouMean(query: string, names: string[], what: string): string {
+  if (names.length === 0) return `there are no ${what}`;
+  if (names.length <= 5) return `${what}: ${names.join(', ')}`;
+  const near = names.map((n) => ({ n, d: editDistance(query, n.slice(0, Math.max(query.length, 1) + 2)) }))
+    .sort((x, y) => x.d - y.d || x.n.localeCompare(y.n)).slice(0, 3).map((x) => x.n);
+  return `did you mean ${near.join(', ')}? (${names.length} ${what}; inspect lists them)`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, fsError, oneLine } from '../../errors';
+import { didYouMean } from '../../text';
 import { locateBacking, type BackingLocation } from './backing';
 import { fileKind, readMetaFile } from './files';
 import { parseDiskMeta, parseVolumeMeta, type DiskMeta, type VolumeMeta } from './meta';
@@ -225,30 +226,6 @@ export class Replica {
   private warnOnce(w: string): void {
     if (!this.warnings.includes(w)) this.warnings.push(w);
   }
-}
-
-/**
- * "did you mean a, b, c?" with the names nearest to `query` (edit distance),
- * or the short list when there are few; never a line of 40 names.
- */
-export function didYouMean(query: string, names: string[], what: string): string {
-  if (names.length === 0) return `there are no ${what}`;
-  if (names.length <= 5) return `${what}: ${names.join(', ')}`;
-  const near = names.map((n) => ({ n, d: editDistance(query, n.slice(0, Math.max(query.length, 1) + 2)) }))
-    .sort((x, y) => x.d - y.d || x.n.localeCompare(y.n)).slice(0, 3).map((x) => x.n);
-  return `did you mean ${near.join(', ')}? (${names.length} ${what}; inspect lists them)`;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 function checkDirectory(dir: string): void {

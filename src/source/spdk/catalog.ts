@@ -15,7 +15,7 @@
 import { Chain, type ChainOptions } from '../../chain/chain';
 import { ChainfsError } from '../../errors';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelector } from '../catalog';
-import { didYouMean } from '../replica/replica';
+import { didYouMean } from '../../text';
 import type { Disk } from './disk';
 import { chainOf, type Lvol } from './lvstore';
 import { buildModel, component, type Model, type ReplicaEntry } from './model';
