@@ -70,7 +70,8 @@ export async function probeViews(views: CatalogView[]): Promise<ViewContents[]> 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-probe-'));
   const out: ViewContents[] = [];
   try {
-    for (const v of views.filter((x) => !x.problem && x.size > 0).slice(0, PROBE_LIMIT)) {
+    // lvols/ of a v2 disk repeats its Longhorn views: probe each image once.
+    for (const v of views.filter((x) => !x.problem && x.size > 0 && x.kind !== 'lvol').slice(0, PROBE_LIMIT)) {
       const c = await probeView(v, path.join(dir, 'head'));
       if (c) out.push(c);
     }
