@@ -283,6 +283,32 @@ describe('names and parameters', () => {
     expect(() => parseBlockSize('f', 'lots')).toThrow(/not a usable block size/);
   });
 
+  it('a backup cfg larger than the listing prefix: listed from its head, opened whole', async () => {
+    const dir = path.join(tmp, 'large-cfg');
+    const b = new TargetBuilder(dir);
+    const n = 3000; // ~320 KiB of Blocks: more than the 256 KiB listing reads
+    b.volume('vol-large', { size: n * BLOCK, compression: 'lz4' });
+    const same = pattern(77, BLOCK);
+    const blocks = new Map(Array.from({ length: n }, (_, i) => [i * BLOCK, same] as [number, Buffer]));
+    b.backup('vol-large', 'big', { blocks });
+    const cfgFile = path.join(dir, volumeDir('vol-large'), 'backups', 'backup_big.cfg');
+    expect(fs.statSync(cfgFile).size).toBeGreaterThan(256 << 10);
+    const cat = await open(dir);
+    try {
+      const v = cat.view('volumes/vol-large/backups/big.img')!;
+      expect(v.allocatedBytes).toBe(n * BLOCK);
+      expect((cat.report() as { volumes: { backups: { blocks: number }[] }[] }).volumes[0].backups[0].blocks).toBe(n);
+      const opened = await v.open({});
+      const buf = Buffer.alloc(4096);
+      await opened.chain.readAsync(buf, 0, 4096, (n - 1) * BLOCK + 8192);
+      expect(buf.equals(same.subarray(8192, 8192 + 4096))).toBe(true);
+      expect(opened.chain.runs(0, n * BLOCK)).toHaveLength(1);
+      opened.close();
+    } finally {
+      cat.close();
+    }
+  });
+
   it('a 16 MiB block-size backup reads right', async () => {
     const dir = path.join(tmp, 'big-blocks');
     const b = new TargetBuilder(dir);

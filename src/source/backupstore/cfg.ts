@@ -252,6 +252,26 @@ export function parseBackupCfg(file: string, text: string): BackupCfg {
   };
 }
 
+/**
+ * A backup cfg from its first bytes only (`head`, a prefix of the file):
+ * Go writes Blocks after every small field (struct Backup's field order), so
+ * the fields are all in the prefix, and len(Blocks) is Size / block size.
+ * Undefined when the prefix does not reach Blocks or Size does not divide:
+ * then the whole cfg must be read.
+ */
+export function parseBackupCfgHead(file: string, head: string): BackupCfg | undefined {
+  const m = /"Blocks"\s*:\s*\[/.exec(head);
+  if (!m) return undefined;
+  let cfg: BackupCfg;
+  try {
+    cfg = parseBackupCfg(file, `${head.slice(0, m.index)}"Blocks":null}`);
+  } catch {
+    return undefined;
+  }
+  if (cfg.size === 0 || cfg.size % cfg.blockSize !== 0) return undefined;
+  return { ...cfg, blockCount: cfg.size / cfg.blockSize };
+}
+
 /** backing-image.cfg, without its blocks. */
 export function parseBackingImageCfg(file: string, text: string): BackingImageCfg {
   const o = parseObject(file, withoutBlocks(text));

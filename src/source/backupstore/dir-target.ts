@@ -38,6 +38,14 @@ export class DirTarget implements BackupTarget {
   }
 
   async get(key: string): Promise<Buffer> {
+    return (await this.read(key, Infinity)).data;
+  }
+
+  head(key: string, bytes: number): Promise<{ data: Buffer; size: number }> {
+    return this.read(key, bytes);
+  }
+
+  private async read(key: string, limit: number): Promise<{ data: Buffer; size: number }> {
     const file = this.where(key);
     let fh: fs.promises.FileHandle;
     try {
@@ -49,14 +57,15 @@ export class DirTarget implements BackupTarget {
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new ChainfsError(file, 'is not a regular file');
-      const buf = Buffer.allocUnsafe(st.size);
+      const want = Math.min(st.size, limit);
+      const buf = Buffer.allocUnsafe(want);
       let got = 0;
-      while (got < st.size) {
-        const { bytesRead } = await fh.read(buf, got, st.size - got, got);
+      while (got < want) {
+        const { bytesRead } = await fh.read(buf, got, want - got, got);
         if (bytesRead === 0) break;
         got += bytesRead;
       }
-      return got === st.size ? buf : buf.subarray(0, got);
+      return { data: got === want ? buf : buf.subarray(0, got), size: st.size };
     } catch (e) {
       if (e instanceof ChainfsError) throw e;
       throw fsError(file, e, 'cannot read');

@@ -10,7 +10,7 @@
  * LIST level and one GET. Up to `jobs` requests run at once.
  */
 import { ChainfsError } from '../../errors';
-import { parseBackingImageCfg, parseBackupCfg, parseVolumeCfg, type BackingImageCfg, type BackupCfg, type VolumeCfg } from './cfg';
+import { parseBackingImageCfg, parseBackupCfg, parseBackupCfgHead, parseVolumeCfg, type BackingImageCfg, type BackupCfg, type VolumeCfg } from './cfg';
 import {
   BACKING_IMAGES, NAME_RE, VOLUMES, backingImageCfgKey, backupCfgKey, backupNameOfFile, backupsDir, longhornChecksum,
   volumeCfgKey, volumeDir,
@@ -19,6 +19,12 @@ import { TargetMissing, type BackupTarget } from './target';
 
 /** Cfgs up to this size are kept after listing, so opening the view costs no second GET. */
 const KEEP_CFG_BYTES = 1 << 20;
+/**
+ * Listing reads a backup cfg's first 256 KiB only (one ranged GET): all its
+ * fields but the block list. A 1 TiB backup's cfg is ~60 MiB; it is read
+ * whole when its view is opened.
+ */
+const CFG_HEAD_BYTES = 256 << 10;
 /** A lock is live for 150 s after its file was last written (`lock.go`). */
 const LOCK_EXPIRY_MS = 150_000;
 
@@ -103,9 +109,15 @@ export async function loadVolume(t: BackupTarget, name: string, jobs: number): P
     const cfgKey = backupCfgKey(name, b);
     const e: BackupEntry = { volume: name, name: b, cfgKey };
     try {
-      const text = await getText(t, cfgKey);
-      e.cfg = parseBackupCfg(t.where(cfgKey), text);
-      if (text.length <= KEEP_CFG_BYTES) e.text = text;
+      const { data, size } = await t.head(cfgKey, CFG_HEAD_BYTES);
+      const head = data.toString('utf8');
+      const partial = data.length < size ? parseBackupCfgHead(t.where(cfgKey), head) : undefined;
+      if (partial) e.cfg = partial;
+      else {
+        const text = data.length < size ? await getText(t, cfgKey) : head;
+        e.cfg = parseBackupCfg(t.where(cfgKey), text);
+        if (text.length <= KEEP_CFG_BYTES) e.text = text;
+      }
       if (e.cfg.createdTime === '') {
         e.problem = `backup ${b} of volume ${name} is in progress or failed (its cfg has no CreatedTime); Longhorn refuses it too`;
       } else if (v.problem) e.problem = `volume ${name}: ${v.problem}`;

@@ -53,6 +53,20 @@ export class S3Target implements BackupTarget {
     }
   }
 
+  async head(key: string, bytes: number): Promise<{ data: Buffer; size: number }> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: `bytes=0-${bytes - 1}` }));
+      const b = await r.Body!.transformToByteArray();
+      const data = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      const total = /\/(\d+)$/.exec(r.ContentRange ?? '');
+      return { data, size: total ? Number(total[1]) : data.length };
+    } catch (e) {
+      if (isNotFound(e)) throw new TargetMissing(key, this.where(key));
+      if ((e as { name?: string }).name === 'InvalidRange') return { data: Buffer.alloc(0), size: 0 }; // an empty object
+      throw s3Error(this.where(key), e);
+    }
+  }
+
   async list(prefix: string): Promise<Listing> {
     const out: Listing = { dirs: [], files: [] };
     const full = this.prefix + prefix;

@@ -27,6 +27,11 @@ export interface BackupTarget {
    * ChainfsError naming the object for any other failure.
    */
   get(key: string): Promise<Buffer>;
+  /**
+   * The object's first `bytes` bytes (all of it when shorter) and its whole
+   * size: one ranged GET. Throws like `get`.
+   */
+  head(key: string, bytes: number): Promise<{ data: Buffer; size: number }>;
   /** One level under `prefix` (ending in '/'); an absent prefix lists as empty. */
   list(prefix: string): Promise<Listing>;
   /** Every object key under `prefix`, however deep (S3: no delimiter, 1,000 keys a request). */
