@@ -14,7 +14,7 @@ import { compareImages, type CompareResult } from '../chain/compare';
 import { ChainfsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
 import { formatBytes } from '../units';
-import { addSourceOptions, fail, openCatalog, snapshotOption, viewSelector, warn, type SourceCliOptions } from './common';
+import { addSourceOptions, fail, openCatalog, snapshotOption, usageFail, viewSelector, warn, type SourceCliOptions } from './common';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
 export const EXIT_SAME = 0;
@@ -68,8 +68,11 @@ async function run(sources: string[], opts: CompareCliOptions): Promise<number> 
     for (const w of opened.warnings) if (!c.warnings.includes(w)) warn(w);
     sides.push({ source: c.label, view, opened });
   };
+  if (replicas.length > 2) usageFail('compare takes --replica at most twice');
+  if (replicas.length === 0 && sources.length !== 2) {
+    usageFail(`compare needs two sources (got ${sources.length}), or data roots with --replica twice`);
+  }
   try {
-    if (replicas.length > 2) throw new ChainfsError(undefined, 'compare takes --replica at most twice');
     if (replicas.length > 0) {
       const c = await openCatalog(sources, { ...opts, replica: undefined });
       catalogs.push(c);
@@ -84,9 +87,6 @@ async function run(sources: string[], opts: CompareCliOptions): Promise<number> 
         sides.reverse();
       }
     } else {
-      if (sources.length !== 2) {
-        throw new ChainfsError(undefined, `compare needs two sources (got ${sources.length}), or data roots with --replica twice`);
-      }
       for (const s of sources) {
         const c = await openCatalog([s], { ...opts, replica: undefined });
         catalogs.push(c);
