@@ -173,6 +173,17 @@ describe('every command against its schema', () => {
   });
 });
 
+describe('--help says the conventions', () => {
+  it('map, inspect, export point at docs/json.md; umount names its busy advice; mounts is listed', () => {
+    const help = (c: string) => chainfs([c, '--help']).stdout.toString();
+    expect(help('map')).toMatch(/--output <fmt>[\s\S]*docs\/json\.md/);
+    expect(help('inspect')).toMatch(/docs\/json\.md[\s\S]*"error"/);
+    expect(help('export')).toMatch(/OUT -[\s\S]*OUT a dir[\s\S]*docs\/json\.md/);
+    expect(help('umount')).toMatch(/losetup -d/);
+    expect(chainfs(['--help']).stdout.toString()).toMatch(/mounts \[options\] +list this host's chainfs mounts/);
+  });
+});
+
 describe('a failure with --json', () => {
   const cases: Array<[string, string[], number, string]> = [
     ['no such snapshot', ['map', '--json', '--snapshot', 'nope'], 1, 'not-found'],

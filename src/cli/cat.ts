@@ -12,6 +12,8 @@ export function catCommand(): Command {
     .description('write the flattened view (raw image bytes) to stdout')
     .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks')
     .option('-p, --progress', 'show progress on stderr (a bar on a terminal, percentage lines otherwise)')
+    .addHelpText('after', `
+Refuses a terminal on stdout. Example: chainfs cat REPLICA --snapshot s1 -p | gzip > s1.raw.gz`)
     .action(action(async (sources: string[], opts: SourceCliOptions & { progress?: boolean }) => {
       checkStdoutNotTerminal();
       const selected = await openSelectedView(sources, opts);

@@ -48,6 +48,19 @@ export function exportCommand(): Command {
     .option('-p, --progress', 'show progress on stderr even when it is not a terminal (percentage lines, like qemu-img convert -p)')
     .option('-q, --quiet', 'no progress and no summary line')
     .option('--json', 'print a JSON summary (docs/json.md) instead of the checksum line')
+    .addHelpText('after', `
+Conventions (like qemu-img convert and cp):
+  progress      a bar on a terminal; -p prints percentage lines to a file or pipe; the total is the view's size
+  summary       one line on stderr at the end (exported VIEW to OUT: format, size, allocated, seconds); -q: none
+  OUT -         the raw view on stdout (never to a terminal)
+  OUT a dir     writes <view name>.<format> inside it
+  longhorn      OUT without a -<8 hex> suffix becomes OUT-<uuid> (backing.cfg agrees); backing is 0644
+  --json        failures too: {"error": {"code", "message"}} on stdout (docs/json.md)
+
+Examples:
+  chainfs export /var/lib/longhorn/replicas/pvc-1-1a2b3c4d pvc-1.qcow2 --format qcow2 -p 2>export.log
+  chainfs export REPLICA - --snapshot before-upgrade | ssh host 'cat > pvc-1.raw'
+  chainfs export REPLICA /srv/exports/`)
     .action(action(async (args: string[], opts: ExportOptions) => {
       if (args.length < 2) usageFail('export needs a source and an output (OUT)');
       const sources = args.slice(0, -1);

@@ -22,6 +22,9 @@ export function inspectCommand(): Command {
     .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks')
     .option('--json', 'machine-readable output (docs/json.md)')
     .option('--no-contents', `do not probe what the views hold (blkid -p on the first MiB of up to ${PROBE_LIMIT} local views)`)
+    .addHelpText('after', `
+JSON (docs/json.md): the source's report plus "source", "views", "warnings" ({code, message, file?}),
+"contents" and "inUse"; failures: {"error": {"code", "message"}} on stdout.`)
     .action(action(async (sources: string[], opts: InspectOptions) => {
       const catalog = await openCatalog(sources, opts, true);
       try {

@@ -18,6 +18,8 @@ export function mapCommand(): Command {
     .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks')
     .option('--json', 'JSON like qemu-img map --output=json, plus "file"')
     .option('--output <fmt>', 'json: the same as --json (qemu-img map\'s spelling)')
+    .addHelpText('after', `
+JSON (docs/json.md): [{"start", "length", "depth", "present", "zero", "data", "file"}, ...]; failures: {"error": {...}}`)
     .action(action(async (sources: string[], opts: SourceCliOptions & { json?: boolean; output?: string }) => {
       if (opts.output !== undefined && opts.output !== 'json' && opts.output !== 'human') {
         throw new ChainfsError(undefined, `--output takes json or human, not ${JSON.stringify(opts.output)}`);

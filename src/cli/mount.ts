@@ -86,6 +86,15 @@ export function mountCommand(): Command {
     .option('--log <file>', 'daemon log file (default: next to the pid file in /run/chainfs, removed at a clean unmount)')
     .option('-o, --options <opt,...>', `mount options as sshfs/guestmount take them: ${O_OPTIONS}`, collectMountOptions)
     .addOption(new Option('--ready-fd <fd>', 'internal: report readiness on this fd').argParser(Number).hideHelp())
+    .addHelpText('after', `
+Conventions (like sshfs and guestmount):
+  returns once the mount is readable; the daemon logs to /run/chainfs/<mount point>.log (removed at a clean unmount)
+  -o allow_other,ro,cache_mb=N,debug    -o ro is accepted (every chainfs mount is read-only)
+  chainfs mounts                         lists this host's mounts; chainfs umount MP unmounts (names what keeps it busy)
+
+Examples:
+  chainfs mount /var/lib/longhorn /mnt/lh -o allow_other
+  chainfs mount REPLICA /mnt/r --files && ls /mnt/r/files/volume.img/etc`)
     .action(action((args: string[], opts: MountOptions) => {
       if (args.length < 2) throw usageError('mount needs a source and a mount point');
       applyMountOptions(opts);
@@ -99,6 +108,9 @@ export function umountCommand(): Command {
     .description('unmount a chainfs mount and wait for its daemon to exit (also clears a stale mount)')
     .argument('<mountpoint>')
     .option('-l, --lazy', 'detach now even if busy; the daemon exits when the last user is gone')
+    .addHelpText('after', `
+A busy mount is named with what holds it: loop devices backed by its files (losetup -d /dev/loopN),
+processes with files open under it, mounts on it (--files mounts are taken down first).`)
     .action(action((mp: string, opts: { lazy?: boolean }) => umount(mp, !!opts.lazy)));
 }
 
