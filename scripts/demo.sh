@@ -54,7 +54,8 @@ echo "unmounted"
 # Each other kind of source has its own small demo: a sample of it, inspected,
 # mounted, read with qemu-img.
 for kind in node backupstore spdk; do
-  step "chainfs on a ${kind/backupstore/backup target} (scripts/demo-$kind.sh)"
+  case $kind in node) what="a whole node" ;; backupstore) what="a backup target" ;; spdk) what="a v2 disk (SPDK lvstore)" ;; esac
+  step "chainfs on $what (scripts/demo-$kind.sh)"
   bash "scripts/demo-$kind.sh"
 done
 echo; echo "demo done"
