@@ -217,3 +217,23 @@ describe('mount ROOT... MP', () => {
     expect([info.format, info['virtual-size']]).toEqual(['raw', 8 * MiB]);
   });
 });
+
+describe('mount ROOT... MP --force', () => {
+  const mp = path.join(tmp, 'mnt-force');
+  afterAll(() => {
+    if (isMounted(mp) && chainfs(['umount', mp]).code !== 0) spawnSync('fusermount', ['-uz', mp]);
+  });
+
+  it('serves the unusable (Rebuilding) replica too, and still no volume.img without a pick', () => {
+    fs.mkdirSync(mp, { recursive: true });
+    const r = chainfs(['mount', ...node.roots, mp, '--force']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readdirSync(path.join(mp, 'volumes', 'pvc-odd', 'replicas')).sort())
+      .toEqual(['pvc-odd-7a7a7a7a', 'pvc-odd-8b8b8b8b', 'pvc-odd-9b9b9b9b']);
+    expect(fs.readdirSync(path.join(mp, 'volumes', 'pvc-odd'))).not.toContain('volume.img');
+    const want = path.join(tmp, 'want-rebuilding.img');
+    fs.writeFileSync(want, chainfsOk(['cat', dirOf('pvc-odd-8b8b8b8b'), '--force']));
+    expect(cmp(path.join(mp, 'volumes/pvc-odd/replicas/pvc-odd-8b8b8b8b/volume.img'), want)).toBe(true);
+    expect(chainfs(['umount', mp]).code).toBe(0);
+  });
+});
