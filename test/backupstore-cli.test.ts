@@ -179,12 +179,14 @@ describe('mount', () => {
 
   it('the engine-written target mounted: every backup equals the manifest', () => {
     const mp = path.join(tmp, 'mp-gt');
+    const before = fingerprint(gt);
     mountReplica(gt, mp);
     try {
       for (const b of live) expect(sha256(fs.readFileSync(path.join(mp, `volumes/vol-lz4/backups/${b.name}.img`))), b.name).toBe(b.sha256);
     } finally {
       unmount(mp);
     }
+    expect(fingerprint(gt)).toBe(before);
   });
 });
 
