@@ -92,7 +92,22 @@ describe('outputs', () => {
     const snap = built.views.find((v) => v.snapshot === 'user-snap-2')!;
     expect(r.stdout.equals(fs.readFileSync(oracle.views.get(snap.file)!))).toBe(true);
     expect(r.stderr).toMatch(/^exported snapshots\/user-snap-2\.img to stdout: raw, 16\.0 MiB/m);
-    expect(chainfs(['export', built.dir, '-', '--format', 'qcow2']).code).toBe(2);
+    expect(chainfs(['export', built.dir, '-', '--layout', 'longhorn']).code).toBe(2);
+  });
+
+  it('on a terminal: the bar, with no ETA before anything was measured, then the summary', () => {
+    const out = path.join(tmp, 'tty.raw');
+    // `script` runs the command on a pseudo-terminal: stderr is a terminal.
+    const r = spawnSync('script', ['-qec', `${CHAINFS} export ${built.dir} ${out}`, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(0);
+    const screen = r.stdout.replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '\n');
+    const frames = screen.split(/[\r\n]+/).filter((l) => l.startsWith('export   ['));
+    expect(frames.length).toBeGreaterThan(0);
+    expect(frames[frames.length - 1]).toMatch(/\] 100% \| 16\.0 MiB \/ 16\.0 MiB \|/);
+    for (const f of frames.filter((x) => /\] 0% /.test(x))) expect(f).toMatch(/ETA --$/);
+    expect(screen).not.toMatch(/ETA 0s/);
+    expect(screen).toMatch(/exported volume\.img to .*tty\.raw: raw, 16\.0 MiB virtual/);
+    expect(fs.readFileSync(out).equals(headOracle())).toBe(true);
   });
 
   it('OUT - refuses a terminal, as cat does', () => {

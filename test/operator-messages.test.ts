@@ -5,6 +5,7 @@
  * warning that several layers of a command meet (source, view, export)
  * is printed once per run.
  */
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -70,6 +71,26 @@ describe('as a non-root user', () => {
     expect(j.warnings).toContainEqual(expect.objectContaining({ code: 'not-root' }));
     // as root there is nothing to advise
     expect(chainfs(['inspect', filesClosed.dir]).stdout.toString()).not.toMatch(ROOT_HINT);
+  });
+});
+
+describe('a live writer', () => {
+  it('inspect names the process that has a replica file open for writing (text and JSON)', async () => {
+    const head = path.join(dirty.dir, fs.readdirSync(dirty.dir).filter((n) => /^volume-head-\d{3}\.img$/.test(n))[0]);
+    const fd = fs.openSync(head, 'r+');
+    const writer = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
+    fs.closeSync(fd);
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      const text = chainfs(['inspect', dirty.dir]).stdout.toString();
+      expect(text).toMatch(new RegExp(`^warning: ${head}: open for writing by process ${writer.pid} \\(sleep\\)`, 'm'));
+      const j = JSON.parse(chainfs(['inspect', dirty.dir, '--json']).stdout.toString());
+      expect(j.inUse).toEqual([expect.objectContaining({ code: 'in-use', file: head, message: expect.stringContaining(`process ${writer.pid}`) })]);
+    } finally {
+      writer.kill('SIGKILL');
+    }
+    await new Promise((r) => writer.once('exit', r));
+    expect(chainfs(['inspect', dirty.dir]).stdout.toString()).not.toMatch(/open for writing/);
   });
 });
 
