@@ -101,7 +101,7 @@ afterAll(() => {
 
 describe('docs/json.md', () => {
   it('holds a schema for every command that prints JSON', () => {
-    for (const n of ['defs', 'inspect', 'inspect-replica', 'inspect-node', 'inspect-backupstore', 'inspect-spdk', 'map', 'export', 'compare', 'verify', 'mounts', 'error']) {
+    for (const n of ['defs', 'inspect', 'inspect-replica', 'inspect-node', 'inspect-backupstore', 'inspect-spdk', 'map', 'export', 'compare', 'diff', 'verify', 'mounts', 'error']) {
       expect(SCHEMAS.has(n), n).toBe(true);
     }
     // the validator is not a rubber stamp
@@ -151,13 +151,18 @@ describe('every command against its schema', () => {
     expect(lh.backingCfg).not.toBeNull();
   });
 
-  it('compare --json (identical and different) and verify --json', () => {
+  it('compare --json (identical and different), diff --json and verify --json', () => {
     const same = chainfs(['compare', plain.dir, plain.dir, '--json']);
     expect(same.code).toBe(0);
     expectSchema(JSON.parse(same.stdout.toString()), 'compare');
     const diff = chainfs(['compare', plain.dir, backed.dir, '--json']);
     expect(diff.code).toBe(1);
     expectSchema(JSON.parse(diff.stdout.toString()), 'compare');
+    const d = chainfs(['diff', plain.dir, '--from', 'user-snap-2', '--json']);
+    expect(d.code).toBe(1);
+    const ranges = JSON.parse(d.stdout.toString()) as unknown[];
+    expect(ranges.length).toBeGreaterThan(0);
+    expectSchema(ranges, 'diff');
     const v = chainfs(['verify', target.dir, '--json']);
     expect(v.code).toBe(0);
     expectSchema(JSON.parse(v.stdout.toString()), 'verify');
