@@ -115,6 +115,7 @@ describe('a busy unmount', () => {
     const fd = fs.openSync(held, 'r');
     holder = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
     fs.closeSync(fd); // the child has its own copy: only it holds the file
+    const inside = spawn('sleep', ['60'], { cwd: path.join(mp, 'snapshots'), stdio: 'ignore' });
     await new Promise((r) => setTimeout(r, 200));
 
     const r = chainfs(['umount', mp]);
@@ -123,8 +124,11 @@ describe('a busy unmount', () => {
     expect(line.split('\n')).toHaveLength(1);
     expect(line).toContain(`${loop} is backed by ${path.join(mp, 'volume.img')} (detach it: losetup -d ${loop})`);
     expect(line).toContain(`process ${holder.pid} (sleep) has ${held} open`);
+    expect(line).toContain(`process ${inside.pid} (sleep) works in ${path.join(mp, 'snapshots')}`);
     expect(line).toMatch(/--lazy/);
     expect(isMounted(mp)).toBe(true);
+    inside.kill('SIGKILL');
+    await new Promise((r) => inside.once('exit', r));
 
     execFileSync('losetup', ['-d', loop]);
     loop = undefined;

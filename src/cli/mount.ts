@@ -355,7 +355,9 @@ export function busyMessage(h: Holders): string {
   const what: string[] = [];
   for (const l of h.loops) what.push(`${l.device} is backed by ${l.file} (detach it: losetup -d ${l.device})`);
   for (const m of h.submounts) what.push(`${m} is mounted on it (umount ${m})`);
-  for (const p of h.processes.slice(0, 5)) what.push(`process ${p.pid} (${p.command}) has ${p.path} open`);
+  for (const p of h.processes.slice(0, 5)) {
+    what.push(`process ${p.pid} (${p.command}) ${p.how === 'open' ? `has ${p.path} open` : `${p.how === 'cwd' ? 'works in' : 'has its root in'} ${p.path}`}`);
+  }
   if (h.processes.length > 5) what.push(`${h.processes.length - 5} more processes`);
   if (what.length === 0) return 'mount point is busy (a process is using it, perhaps as another user: try as root to see which); close it, or unmount with --lazy';
   return `mount point is busy: ${what.join('; ')}; release them, or unmount with --lazy (detaches now, ends when the last user is gone)`;

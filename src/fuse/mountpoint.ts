@@ -151,8 +151,8 @@ export function listRecords(): ListedRecord[] {
 export interface Holders {
   /** `/dev/loopN` and the file under the mount point it is backed by. */
   loops: Array<{ device: string; file: string }>;
-  /** Processes and the first path under the mount point they hold. */
-  processes: Array<{ pid: number; command: string; path: string }>;
+  /** Processes and the first path under the mount point they hold: as their working directory, or an open file. */
+  processes: Array<{ pid: number; command: string; path: string; how: 'cwd' | 'root' | 'open' }>;
   /** Mount points below it (e.g. fuse2fs mounts of its images). */
   submounts: string[];
 }
@@ -177,7 +177,8 @@ export function holders(mountPoint: string): Holders {
     for (const l of links) {
       const target = safeReadlink(`/proc/${p}/${l}`);
       if (target && under(target.replace(/ \(deleted\)$/, ''))) {
-        processes.push({ pid, command: safeRead(`/proc/${p}/comm`)?.trim() ?? '?', path: target });
+        const how = l === 'cwd' ? 'cwd' : l === 'root' ? 'root' : 'open';
+        processes.push({ pid, command: safeRead(`/proc/${p}/comm`)?.trim() ?? '?', path: target, how });
         break;
       }
     }
