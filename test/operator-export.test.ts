@@ -130,6 +130,17 @@ describe('outputs', () => {
     expect(chainfs(['export', built.dir, dir, '-q']).stderr).toMatch(/no-backing\.raw: already exists; pass --overwrite/);
   });
 
+  it('--layout longhorn into an existing directory: <view name>-<uuid> inside it', () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'lh-into-'));
+    const r = chainfs(['export', built.dir, dir, '--layout', 'longhorn', '--snapshot', 'user-snap-2', '--json', '-q']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout.toString());
+    expect(fs.readdirSync(dir)).toEqual([`no-backing-user-snap-2-${j.backingCfg.uuid}`]);
+    expect(j.backingCfg.name).toBe(`/data/backing-images/no-backing-user-snap-2-${j.backingCfg.uuid}/backing`);
+    const snap = built.views.find((v) => v.snapshot === 'user-snap-2')!;
+    expect(fs.readFileSync(j.path).equals(fs.readFileSync(oracle.views.get(snap.file)!))).toBe(true);
+  });
+
   it('--layout longhorn: <name>-<uuid> when OUT has no uuid, backing 0644 as the manager leaves it, backingCfg an object', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'layout-'));
     const r = chainfs(['export', built.dir, path.join(dir, 'golden'), '--layout', 'longhorn', '--json']);

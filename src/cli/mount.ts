@@ -220,8 +220,9 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
     if (files) for (const w of await files.unmountFiles(mp)) log.error(`could not unmount ${w}`);
     await daemon.unmount();
     removeRecord(mp, process.pid);
-    // Our own log (not one the user named) goes with a clean unmount: /run/chainfs does not fill up.
-    if (logFile === defaultLogPath(mp) && code === 0 && !mountAt(mp)) fs.rmSync(logFile, { force: true });
+    // Our own log (not one the user named, nor a --debug one) goes with a
+    // clean unmount: /run/chainfs does not fill up.
+    if (logFile === defaultLogPath(mp) && !opts.debug && code === 0 && !mountAt(mp)) fs.rmSync(logFile, { force: true });
     catalog.close();
     process.exit(code);
   };
