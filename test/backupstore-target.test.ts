@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBackupCfg, parseBlockSize, parseBlocks, parseVolumeCfg } from '../src/source/backupstore/cfg';
+import { clientConfig } from '../src/source/backupstore/s3-target';
 import { parseTargetArg } from '../src/source/backupstore/url';
 import { verifyTarget } from '../src/source/backupstore/verify';
 import {
@@ -273,6 +274,49 @@ describe('names and parameters', () => {
     const other = `{"Blocks": [ {"BlockChecksum": "${a.toUpperCase()}", "Offset": 2097152} ]}`;
     expect(parseBlocks('y', other, BLOCK).checksum(0)).toBe(a);
     expect(() => parseBlocks('z.cfg', `{"Blocks":[{"Offset":5,"BlockChecksum":"${a}"}]}`, BLOCK)).toThrow(/z.cfg: .*offset 5 is not a multiple/);
+  });
+
+  it("S3 settings from the backup-target secret's variables", () => {
+    const saved = { ...process.env };
+    try {
+      const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+      Object.assign(process.env, { AWS_ENDPOINTS: 'https://minio.local:9000', AWS_CERT: pem, VIRTUAL_HOSTED_STYLE: '' });
+      let c = clientConfig('eu-west-1', 8);
+      expect(c).toMatchObject({ region: 'eu-west-1', endpoint: 'https://minio.local:9000', forcePathStyle: true });
+      expect((c.requestHandler as { httpsAgent: { ca: string } }).httpsAgent.ca).toBe(pem);
+      const certFile = path.join(tmp, 'ca.pem');
+      fs.writeFileSync(certFile, pem);
+      Object.assign(process.env, { AWS_CERT: certFile, VIRTUAL_HOSTED_STYLE: 'true', AWS_REGION: 'ap-south-1' });
+      c = clientConfig(undefined, 8);
+      expect(c).toMatchObject({ region: 'ap-south-1', forcePathStyle: false });
+      expect((c.requestHandler as { httpsAgent: { ca: string } }).httpsAgent.ca).toBe(pem);
+      delete process.env.AWS_ENDPOINTS;
+      process.env.AWS_CERT = '/nonexistent/ca.pem';
+      expect(() => clientConfig('us-east-1', 8)).toThrow(/AWS_CERT: is neither a PEM certificate nor a readable file/);
+    } finally {
+      process.env = saved;
+    }
+  });
+
+  it('a live deletion lock is warned about; an expired one is not', async () => {
+    const dir = path.join(tmp, 'locked');
+    fs.cpSync(sample.dir, dir, { recursive: true });
+    const locks = path.join(dir, volumeDir('vol-lz4'), 'locks');
+    fs.mkdirSync(locks);
+    fs.writeFileSync(path.join(locks, 'lock-0123456789abcdef.lck'), JSON.stringify({ Name: 'lock-0123456789abcdef', Type: 2, Acquired: true }));
+    const old = path.join(dir, volumeDir('vol-gzip'), 'locks');
+    fs.mkdirSync(old);
+    fs.writeFileSync(path.join(old, 'lock-fedcba9876543210.lck'), JSON.stringify({ Name: 'lock-fedcba9876543210', Type: 2, Acquired: true }));
+    const t = new Date(Date.now() - 10 * 60_000);
+    fs.utimesSync(path.join(old, 'lock-fedcba9876543210.lck'), t, t);
+    const cat = await open(dir);
+    try {
+      const w = cat.warnings.filter((x) => /deletion lock/.test(x));
+      expect(w).toHaveLength(1);
+      expect(w[0]).toMatch(/^volume vol-lz4: a deletion lock is live/);
+    } finally {
+      cat.close();
+    }
   });
 
   it('backup-block-size as a Kubernetes quantity', () => {
