@@ -11,6 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBackupCfg, parseBlockSize, parseBlocks, parseVolumeCfg } from '../src/source/backupstore/cfg';
+import { BlockStore } from '../src/source/backupstore/block-store';
+import { DirTarget } from '../src/source/backupstore/dir-target';
 import { clientConfig } from '../src/source/backupstore/s3-target';
 import { parseTargetArg } from '../src/source/backupstore/url';
 import { verifyTarget } from '../src/source/backupstore/verify';
@@ -187,6 +189,25 @@ describe('on-disk cache (--cache-dir)', () => {
     } finally {
       cat.close();
     }
+  });
+});
+
+describe('on-disk cache bound', () => {
+  it('keeps the most recently used blocks within its bound', async () => {
+    const cacheDir = path.join(tmp, 'bounded-cache');
+    const target = new DirTarget(sample.dir, sample.dir);
+    const store = new BlockStore(target, { jobs: 2, cacheBytes: 4 << 20, cacheDir, cacheDirBytes: 5 << 20 });
+    const pool = `backupstore/volumes/${volumeDir('vol-gzip').split(path.sep).slice(2).join('/')}/blocks/`;
+    const seeds = [1, 2, 3, 7];
+    for (const seed of seeds) {
+      const sum = checksum(pattern(seed, BLOCK));
+      const plain = await store.get({ key: `${pool}${sum.slice(0, 2)}/${sum.slice(2, 4)}/${sum}.blk`, checksum: sum, compression: 'gzip', blockSize: BLOCK, exact: true });
+      expect(plain.equals(pattern(seed, BLOCK))).toBe(true);
+      await new Promise((r) => setTimeout(r, 100)); // written behind
+    }
+    const files = fs.readdirSync(cacheDir, { recursive: true }).map(String).filter((f) => f.endsWith(`.${BLOCK}`));
+    expect(files.map((f) => path.basename(f)).sort()).toEqual([3, 7].map((x) => `${checksum(pattern(x, BLOCK))}.${BLOCK}`).sort());
+    store.close();
   });
 });
 

@@ -11,8 +11,9 @@
  * Memory: the decompressed blocks in the LRU, bounded by `cacheBytes`
  * (2 MiB a block), plus at most `jobs` blocks in flight.
  * The on-disk cache holds plain blocks named by checksum
- * (`<dir>/AA/<checksum>`): content-addressed, so it is shared by every
- * volume and target, and each file is checksummed again when reused.
+ * (`<dir>/AA/<checksum>.<blockSize>`): content-addressed, so it is shared
+ * by every volume and target; each file is checksummed again when reused,
+ * and the least recently used are removed past its bound.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -28,7 +29,14 @@ export interface BlockStoreOptions {
   cacheBytes: number;
   /** Directory of the on-disk cache (--cache-dir), or none. */
   cacheDir?: string;
+  /**
+   * Bound of the on-disk cache, bytes: the least recently used files go
+   * first. Default: 10 GiB, or half the space free when it opens if less.
+   */
+  cacheDirBytes?: number;
 }
+
+const DEFAULT_DISK_CACHE_BYTES = 10 * 1024 ** 3;
 
 /** What a block is, to fetch it. */
 export interface BlockRef {
@@ -57,6 +65,9 @@ export class BlockStore {
   private readonly memory: LRUCache<string, Buffer>;
   private readonly inFlight = new Map<string, Promise<Buffer>>();
   private readonly cacheDir?: string;
+  private readonly cacheDirBytes?: number;
+  /** The on-disk cache's files (path → size, last use), scanned on first use. */
+  private disk?: { bytes: number; files: Map<string, { size: number; used: number }> };
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
@@ -64,6 +75,7 @@ export class BlockStore {
     this.target = target;
     this.jobs = Math.max(1, opts.jobs);
     this.cacheDir = opts.cacheDir;
+    this.cacheDirBytes = opts.cacheDirBytes;
     this.memory = new LRUCache<string, Buffer>({
       maxSize: Math.max(opts.cacheBytes, 4 << 20),
       sizeCalculation: (b) => Math.max(b.length, 1),
@@ -157,9 +169,73 @@ export class BlockStore {
     } catch {
       return undefined;
     }
-    if (buf.length <= ref.blockSize && (await checksumOf(buf)) === ref.checksum) return buf;
+    if (buf.length <= ref.blockSize && (await checksumOf(buf)) === ref.checksum) {
+      const e = this.diskIndex().files.get(file);
+      if (e) e.used = Date.now();
+      const now = new Date();
+      fs.promises.utimes(file, now, now).catch(() => undefined); // the next run's LRU order
+      return buf;
+    }
     await fs.promises.rm(file, { force: true });
+    this.forget(file);
     return undefined;
+  }
+
+  /** The cache's files, from one scan of its directory (AA/ subdirectories). */
+  private diskIndex(): { bytes: number; files: Map<string, { size: number; used: number }> } {
+    if (this.disk) return this.disk;
+    const files = new Map<string, { size: number; used: number }>();
+    let bytes = 0;
+    const dir = this.cacheDir!;
+    for (const sub of safeReaddir(dir)) {
+      for (const f of safeReaddir(path.join(dir, sub))) {
+        const file = path.join(dir, sub, f);
+        try {
+          const st = fs.statSync(file);
+          if (!st.isFile()) continue;
+          files.set(file, { size: st.size, used: st.mtimeMs });
+          bytes += st.size;
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
+    this.disk = { bytes, files };
+    return this.disk;
+  }
+
+  private forget(file: string): void {
+    const e = this.disk?.files.get(file);
+    if (!e) return;
+    this.disk!.bytes -= e.size;
+    this.disk!.files.delete(file);
+  }
+
+  /** The bound: given, or 10 GiB, or half the space free now if that is less. */
+  private diskLimit(): number {
+    if (this.cacheDirBytes !== undefined) return this.cacheDirBytes;
+    try {
+      const st = fs.statfsSync(this.cacheDir!);
+      return Math.min(DEFAULT_DISK_CACHE_BYTES, Math.floor((st.bavail * st.bsize) / 2));
+    } catch {
+      return DEFAULT_DISK_CACHE_BYTES;
+    }
+  }
+
+  /** Records a new cache file and removes the least recently used past the bound (down to 90% of it). */
+  private added(file: string, size: number): void {
+    const d = this.diskIndex();
+    this.forget(file);
+    d.files.set(file, { size, used: Date.now() });
+    d.bytes += size;
+    const limit = this.diskLimit();
+    if (d.bytes <= limit) return;
+    const oldest = [...d.files.entries()].sort((a, b) => a[1].used - b[1].used);
+    for (const [f] of oldest) {
+      if (d.bytes <= limit * 0.9 || f === file) break;
+      fs.rmSync(f, { force: true });
+      this.forget(f);
+    }
   }
 
   /** Best effort (a full cache disk only costs a refetch later): temp file, then rename. */
@@ -172,6 +248,7 @@ export class BlockStore {
         await fs.promises.mkdir(path.dirname(file), { recursive: true });
         await fs.promises.writeFile(tmp, plain);
         await fs.promises.rename(tmp, file);
+        this.added(file, plain.length);
       } catch {
         await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
       }
@@ -180,5 +257,13 @@ export class BlockStore {
 
   close(): void {
     this.memory.clear();
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
   }
 }
