@@ -192,6 +192,25 @@ describe('on-disk cache (--cache-dir)', () => {
   });
 });
 
+describe('an unreadable cfg', () => {
+  it('is listed with its problem, and verify calls the target damaged', async () => {
+    const dir = path.join(tmp, 'bad-cfg');
+    fs.cpSync(sample.dir, dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, volumeDir('vol-lz4'), 'backups', 'backup_l-before-expand.cfg'), '{"Name": "l-before-expand", trunc');
+    const cat = await open(dir);
+    try {
+      const v = cat.view('volumes/vol-lz4/backups/l-before-expand.img')!;
+      expect(v.problem).toMatch(/backup_l-before-expand.cfg: not a Longhorn backup config: invalid JSON/);
+      const r = await verifyTarget(cat, {});
+      expect(r.damaged).toBe(true);
+      expect(r.backups.find((b) => b.name === 'l-before-expand')!.state).toBe('unreadable');
+      expect((await readView(cat, 'volumes/vol-lz4/backups/l-after-expand.img')).sha256).toBe(sha256(sample.expected.get('volumes/vol-lz4/backups/l-after-expand.img')!));
+    } finally {
+      cat.close();
+    }
+  });
+});
+
 describe('on-disk cache bound', () => {
   it('keeps the most recently used blocks within its bound', async () => {
     const cacheDir = path.join(tmp, 'bounded-cache');

@@ -2,8 +2,8 @@
  * `chainfs verify TARGET`: checks a backup target without restoring it.
  * Every block the chosen backups reference is fetched once, decompressed
  * and checked against its checksum, as Longhorn's restore would, but past
- * the first bad one. Exit 0: clean; 1: damaged (bad blocks); 2: trouble
- * (the target or a cfg cannot be read, a usage error).
+ * the first bad one. Exit 0: clean; 1: damaged (a bad block, or a backup
+ * cfg that cannot be read); 2: trouble (the target cannot be read).
  */
 import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';

@@ -120,7 +120,8 @@ export async function verifyTarget(cat: BackupstoreCatalog, sel: VerifySelection
     unreferencedKeys,
     checkedBlocks: new Set(targets.flatMap((t) => keysOf(t))).size,
     fetchedBytes: cat.store.stats.fetchedBytes,
-    damaged: out.some((b) => b.state === 'damaged'),
+    // A cfg that cannot be read is a backup lost as surely as a bad block; an in-progress one is not damage.
+    damaged: out.some((b) => b.state === 'damaged' || b.state === 'unreadable'),
   };
 }
 
