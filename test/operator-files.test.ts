@@ -109,6 +109,19 @@ describe('inspect: what a view holds', () => {
   });
 });
 
+/** Waits until `pid` runs `comm` (a spawned child is `node` until its exec). */
+async function untilRunning(pid: number | undefined, comm: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
+    } catch {
+      // not there yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`process ${pid} did not start ${comm}`);
+}
+
 describe('mount --files', () => {
   it('shows the files of every ext4 view under MP/files/<view path>/, read-only, with no loop device', () => {
     const mp = path.join(tmp, 'mp-ext4');
@@ -142,13 +155,14 @@ describe('mount --files', () => {
     expect(chainfs(['mount', '--help']).stdout.toString()).toMatch(/--files[\s\S]*guestmount/);
   });
 
-  it('a busy files/ mount makes umount name the holder; released, umount takes both down', () => {
+  it('a busy files/ mount makes umount name the holder; released, umount takes both down', async () => {
     const mp = path.join(tmp, 'mp-busy');
     mountReplica(ext4.dir, mp, ['--files']);
     const inside = path.join(mp, 'files', 'volume.img', 'etc', 'hostname');
     const fd = fs.openSync(inside, 'r');
     const child = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
     fs.closeSync(fd); // only the child holds it
+    await untilRunning(child.pid, 'sleep');
     try {
       const r = chainfs(['umount', mp]);
       expect(r.code).toBe(1);

@@ -74,6 +74,19 @@ describe('as a non-root user', () => {
   });
 });
 
+/** Waits until `pid` runs `comm` (a spawned child is `node` until its exec). */
+async function untilRunning(pid: number | undefined, comm: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
+    } catch {
+      // not there yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`process ${pid} did not start ${comm}`);
+}
+
 describe('a live writer', () => {
   it('inspect names the process that has a replica file open for writing (text and JSON)', async () => {
     const head = path.join(dirty.dir, fs.readdirSync(dirty.dir).filter((n) => /^volume-head-\d{3}\.img$/.test(n))[0]);
@@ -81,7 +94,7 @@ describe('a live writer', () => {
     const writer = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
     fs.closeSync(fd);
     try {
-      await new Promise((r) => setTimeout(r, 100));
+      await untilRunning(writer.pid, 'sleep');
       const text = chainfs(['inspect', dirty.dir]).stdout.toString();
       expect(text).toMatch(new RegExp(`^warning: ${head}: open for writing by process ${writer.pid} \\(sleep\\)`, 'm'));
       const j = JSON.parse(chainfs(['inspect', dirty.dir, '--json']).stdout.toString());

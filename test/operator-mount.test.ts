@@ -97,6 +97,19 @@ describe('chainfs mounts', () => {
   });
 });
 
+/** Waits until `pid` runs `comm` (a spawned child is `node` until its exec). */
+async function untilRunning(pid: number | undefined, comm: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
+    } catch {
+      // not there yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`process ${pid} did not start ${comm}`);
+}
+
 describe('a busy unmount', () => {
   let holder: ChildProcess | undefined;
   let loop: string | undefined;
@@ -116,7 +129,8 @@ describe('a busy unmount', () => {
     holder = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
     fs.closeSync(fd); // the child has its own copy: only it holds the file
     const inside = spawn('sleep', ['60'], { cwd: path.join(mp, 'snapshots'), stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 200));
+    await untilRunning(holder.pid, 'sleep');
+    await untilRunning(inside.pid, 'sleep');
 
     const r = chainfs(['umount', mp]);
     expect(r.code).toBe(1);

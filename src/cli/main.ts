@@ -6,8 +6,9 @@ import { exportCommand } from './export';
 import { errorDocument, jsonRequested } from './json';
 import { inspectCommand } from './inspect';
 import { mapCommand } from './map';
-import { mountCommand, umountCommand } from './mount';
+import { mountCommand } from './mount';
 import { mountsCommand } from './mounts';
+import { umountCommand } from './umount';
 
 export function program(): Command {
   const p = new Command('chainfs')

@@ -1,8 +1,9 @@
 /**
- * `chainfs mount DIR MOUNTPOINT` and `chainfs umount MOUNTPOINT`, following
- * sshfs/squashfuse conventions: without -f the command returns once the
- * mount is ready and readable, leaving a daemon behind; with -f it stays in
- * the foreground and logs to stderr. SIGINT/SIGTERM unmount and exit.
+ * `chainfs mount SOURCE MOUNTPOINT`, following sshfs/squashfuse
+ * conventions: without -f the command returns once the mount is ready and
+ * readable, leaving a daemon behind; with -f it stays in the foreground and
+ * logs to stderr. SIGINT/SIGTERM unmount and exit. `-o` is mount-options.ts,
+ * `--files` files.ts, `chainfs umount` umount.ts.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,66 +11,19 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
 import { Log } from '../fuse/log';
 import {
-  absoluteMountPoint, defaultLogPath, fusermount, holders, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
-  removeRecord, writeRecord, type Holders,
+  absoluteMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
 } from '../fuse/mountpoint';
+import { applyMountOptions, collectMountOptions, O_OPTIONS, type DashOOptions } from './mount-options';
 import { startDaemon } from './launch';
 import { EXIT_USAGE, action, addSourceOptions, openCatalog, warn, type SourceCliOptions } from './common';
 
-interface MountOptions extends SourceCliOptions {
+/** The mount's options as commander parses them (cacheMb, allowOther, debug and the -o ones: DashOOptions). */
+interface MountOptions extends SourceCliOptions, DashOOptions {
   foreground?: boolean;
-  cacheMb: number;
-  allowOther?: boolean;
-  debug?: boolean;
   log?: string;
   readyFd?: number;
   /** Show the files of ext2/3/4 views under MP/files (fuse2fs). */
   files?: boolean;
-  /** -o options, as given (applied by applyMountOptions). */
-  options?: string[];
-}
-
-/** The -o options chainfs takes, as sshfs and guestmount spell them. */
-const O_OPTIONS = 'allow_other, ro (always: a no-op), cache_mb=N, debug';
-
-/** One -o option, split: `cache_mb=64` -> ['cache_mb', '64']. */
-function splitOption(o: string): [string, string | undefined] {
-  const eq = o.indexOf('=');
-  return eq < 0 ? [o, undefined] : [o.slice(0, eq), o.slice(eq + 1)];
-}
-
-/**
- * commander's parser of `-o opt[,opt]` (repeatable): checks every option,
- * so that a wrong one is a usage error (exit 2) naming what is accepted,
- * never an option silently ignored, and collects them.
- */
-function collectMountOptions(value: string, previous: string[] = []): string[] {
-  const opts = value.split(',').map((x) => x.trim()).filter(Boolean);
-  for (const o of opts) {
-    const [key, v] = splitOption(o);
-    if ((key === 'allow_other' || key === 'ro' || key === 'debug') && v === undefined) continue;
-    if (key === 'cache_mb' && v !== undefined) {
-      const n = Number(v);
-      if (Number.isInteger(n) && n > 0) continue;
-      throw new InvalidArgumentError(`cache_mb must be a positive integer, got ${JSON.stringify(v)}`);
-    }
-    if (key === 'rw') throw new InvalidArgumentError('rw: chainfs mounts are read-only (the sources are never written)');
-    throw new InvalidArgumentError(`${o} is not a chainfs mount option (chainfs takes ${O_OPTIONS})`);
-  }
-  return [...previous, ...opts];
-}
-
-/**
- * Applies the -o options to the long ones: allow_other, ro (every chainfs
- * mount is read-only: accepted, changes nothing), cache_mb=N, debug.
- */
-export function applyMountOptions(opts: MountOptions): void {
-  for (const o of opts.options ?? []) {
-    const [key, value] = splitOption(o);
-    if (key === 'allow_other') opts.allowOther = true;
-    else if (key === 'debug') opts.debug = true;
-    else if (key === 'cache_mb') opts.cacheMb = Number(value);
-  }
 }
 
 export function mountCommand(): Command {
@@ -100,18 +54,6 @@ Examples:
       applyMountOptions(opts);
       return mount(args.slice(0, -1), args[args.length - 1], opts);
     }));
-}
-
-export function umountCommand(): Command {
-  return new Command('umount')
-    .alias('unmount')
-    .description('unmount a chainfs mount and wait for its daemon to exit (also clears a stale mount)')
-    .argument('<mountpoint>')
-    .option('-l, --lazy', 'detach now even if busy; the daemon exits when the last user is gone')
-    .addHelpText('after', `
-A busy mount is named with what holds it: loop devices backed by its files (losetup -d /dev/loopN),
-processes with files open under it, mounts on it (--files mounts are taken down first).`)
-    .action(action((mp: string, opts: { lazy?: boolean }) => umount(mp, !!opts.lazy)));
 }
 
 /** A missing argument: the same exit code and one line as commander's own usage errors. */
@@ -315,60 +257,4 @@ function lastError(logPath: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-async function umount(mountPoint: string, lazy: boolean): Promise<void> {
-  const mp = absoluteMountPoint(mountPoint);
-  const rec = readRecord(mp);
-  const entry = mountAt(mp);
-  if (!entry && !rec) throw new ChainfsError(mp, 'not mounted (no chainfs mount here)');
-  if (entry) {
-    // --files: the fuse2fs mounts on MP/files/... hold the images open; they go first.
-    const { unmountFiles } = await import('./files');
-    const left = await unmountFiles(mp, lazy);
-    if (left.length > 0) throw new ChainfsError(mp, busyMessage(holders(mp)));
-    const stale = isStale(mp);
-    const r = fusermount([lazy || stale ? '-uz' : '-u', mp]);
-    if (!r.ok) {
-      const busy = /busy/i.test(r.message);
-      throw new ChainfsError(mp, busy ? busyMessage(holders(mp)) : `unmount failed: ${r.message}`);
-    }
-  }
-  // The daemon notices the unmount by itself within a second; SIGTERM makes
-  // it exit now. A lazy unmount leaves it serving the files still open.
-  if (!lazy && rec && isAlive(rec.pid) && isChainfsDaemon(rec.pid)) {
-    process.kill(rec.pid, 'SIGTERM');
-    if (!(await waitExit(rec.pid, 10_000))) warn(`daemon ${rec.pid} did not exit after SIGTERM`);
-  }
-  if (rec && !isAlive(rec.pid)) {
-    removeRecord(mp, rec.pid);
-    // A daemon that died (stale mount) could not remove its own log.
-    if (!lazy && rec.log === defaultLogPath(mp)) fs.rmSync(rec.log, { force: true });
-  }
-}
-
-/**
- * `mount point is busy: /dev/loop3 is backed by MP/volume.img (losetup -d
- * /dev/loop3); process 812 (qemu-img) has MP/x.img open; ...; close them,
- * or use --lazy`.
- */
-export function busyMessage(h: Holders): string {
-  const what: string[] = [];
-  for (const l of h.loops) what.push(`${l.device} is backed by ${l.file} (detach it: losetup -d ${l.device})`);
-  for (const m of h.submounts) what.push(`${m} is mounted on it (umount ${m})`);
-  for (const p of h.processes.slice(0, 5)) {
-    what.push(`process ${p.pid} (${p.command}) ${p.how === 'open' ? `has ${p.path} open` : `${p.how === 'cwd' ? 'works in' : 'has its root in'} ${p.path}`}`);
-  }
-  if (h.processes.length > 5) what.push(`${h.processes.length - 5} more processes`);
-  if (what.length === 0) return 'mount point is busy (a process is using it, perhaps as another user: try as root to see which); close it, or unmount with --lazy';
-  return `mount point is busy: ${what.join('; ')}; release them, or unmount with --lazy (detaches now, ends when the last user is gone)`;
-}
-
-async function waitExit(pid: number, ms: number): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (isAlive(pid)) {
-    if (Date.now() >= until) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
 }
