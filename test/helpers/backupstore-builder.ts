@@ -84,6 +84,7 @@ export class TargetBuilder {
   readonly root: string;
   private readonly volumes = new Map<string, VolumeSpec & { last?: string; created: string; backups: number }>();
   private clock = Date.UTC(2026, 10, 30, 8, 0, 0);
+  private readonly sums = new WeakMap<Buffer, string>();
 
   constructor(root: string) {
     this.root = root;
@@ -117,7 +118,8 @@ export class TargetBuilder {
 
   /** Writes one block into a pool (if absent); returns its checksum. */
   block(pool: string, data: Buffer, method: Compression): string {
-    const sum = checksum(data);
+    let sum = this.sums.get(data); // one buffer at many offsets: hash it once
+    if (!sum) this.sums.set(data, (sum = checksum(data)));
     const file = path.join(this.root, blockPath(pool, sum));
     if (!fs.existsSync(file)) write(file, compress(data, method));
     return sum;
