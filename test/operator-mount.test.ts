@@ -110,6 +110,24 @@ async function untilRunning(pid: number | undefined, comm: string): Promise<void
   throw new Error(`process ${pid} did not start ${comm}`);
 }
 
+describe('chainfs mounts without a record', () => {
+  it('lists a chainfs mount whose record is elsewhere (another user\'s run directory) from the mount table', () => {
+    const mp = path.join(tmp, 'unrecorded');
+    mountReplica(built.dir, mp);
+    const rec = record(mp);
+    const aside = path.join(tmp, 'record-aside.json');
+    fs.renameSync(rec, aside); // as if another user's daemon had written it in their own run directory
+    try {
+      const list = JSON.parse(chainfsOk(['mounts', '--json']).toString()) as Array<Record<string, unknown>>;
+      expect(list.find((m) => m.mountPoint === mp)).toEqual({ mountPoint: mp, source: built.dir, pid: null, since: null, log: null, state: 'mounted' });
+      expect(chainfsOk(['mounts']).toString()).toMatch(new RegExp(`^${mp} +${built.dir} +\\? +\\? +mounted`, 'm'));
+    } finally {
+      fs.renameSync(aside, rec);
+    }
+    chainfsOk(['umount', mp]);
+  });
+});
+
 describe('a busy unmount', () => {
   let holder: ChildProcess | undefined;
   let loop: string | undefined;

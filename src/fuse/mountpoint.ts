@@ -40,6 +40,24 @@ export function mountAt(mountPoint: string): MountEntry | undefined {
   return found;
 }
 
+/** Every chainfs mount of this mount namespace (fuse.chainfs in /proc/self/mountinfo), whoever made it. */
+export function chainfsMounts(): MountEntry[] {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const parts = line.split(' ');
+    const dash = parts.indexOf('-');
+    if (dash < 0 || parts.length < dash + 3 || parts[dash + 1] !== 'fuse.chainfs') continue;
+    out.push({ id: Number(parts[0]), mountPoint: unescape(parts[4]), fsType: parts[dash + 1], source: unescape(parts[dash + 2]) });
+  }
+  return out;
+}
+
 /** The absolute mount point path, without following a stale FUSE mount (realpath would fail). */
 export function absoluteMountPoint(p: string): string {
   try {
