@@ -2,7 +2,7 @@
  * `chainfs export SOURCE OUT`: a view written as a standalone image (raw or
  * qcow2), with its SHA-512 printed the way sha512sum prints it, optionally
  * in Longhorn's backing-image directory layout. OUT follows cp and
- * qemu-img: `-` is stdout (raw), an existing directory receives
+ * qemu-img: `-` is stdout, an existing directory receives
  * `<view name>.<format>`. Progress goes to stderr (a bar on a terminal;
  * with -p, percentage lines elsewhere) and so does a one-line summary at
  * the end, unless -q.
@@ -52,7 +52,7 @@ export function exportCommand(): Command {
 Conventions (like qemu-img convert and cp):
   progress      a bar on a terminal; -p prints percentage lines to a file or pipe; the total is the view's size
   summary       one line on stderr at the end (exported VIEW to OUT: format, size, allocated, seconds); -q: none
-  OUT -         the raw view on stdout (never to a terminal)
+  OUT -         the view on stdout, raw (or qcow2 with --format qcow2); never to a terminal
   OUT a dir     writes <view name>.<format> inside it
   longhorn      OUT without a -<8 hex> suffix becomes OUT-<uuid> (backing.cfg agrees); backing is 0644
   --json        failures too: {"error": {"code", "message"}} on stdout (docs/json.md)
