@@ -109,10 +109,10 @@ export function addSourceOptions(cmd: Command, select: boolean): Command {
     .option('--no-backing', 'backups: the blocks over zeros, as Longhorn restores to a file (no backing image)')
     .addOption(new Option('--bad-blocks <mode>', 'backups: what a bad block reads as').choices(['fail', 'zero']))
     .option('--cache-dir <dir>', 'backups: keep downloaded blocks in this directory (checksummed on reuse)')
-    .option('--jobs <n>', 'backups: parallel block fetches', (v) => positiveInt('--jobs', v));
+    .option('--jobs <n>', 'backups: parallel block fetches', (v) => positiveInt('--jobs', v))
+    .option('--volume <name>', 'the volume (data roots, backup targets, v2 disks); a backup target lists only its backups');
   if (select) {
     cmd
-      .option('--volume <name>', 'the volume (data roots, backup targets, v2 disks)')
       .option('--replica <dir>', "a replica of the volume by directory name (default: the one Longhorn would pick)")
       .addOption(snapshotOption())
       .option('--head <file>', "a head file that is not volume.meta's head (e.g. volume-head-002.img)")
@@ -134,6 +134,7 @@ export function sourceOptions(o: SourceCliOptions & { cacheMb?: number }): impor
   return {
     backingFile: o.backingFile, force: o.force, recoverVolumeMeta: o.recoverVolumeMeta,
     noBacking: o.backing === false, badBlocks: o.badBlocks, cacheDir: o.cacheDir, jobs: o.jobs, cacheMb: o.cacheMb,
+    volume: o.volume,
   };
 }
 

@@ -27,7 +27,6 @@ export function compareCommand(): Command {
   return addSourceOptions(new Command('compare'), false)
     .description('list every 4 KiB range where two views differ (exit 0 identical, 1 different, 2 trouble)')
     .argument('<source...>', 'two replica directories (or other sources), or data roots with --replica')
-    .option('--volume <name>', 'the volume (data roots)')
     .addOption(new Option('--replica <dir>', 'a replica of the volume; twice: compare the two; once: compare it with the pick')
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .addOption(snapshotOption())

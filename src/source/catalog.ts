@@ -61,6 +61,12 @@ export interface SourceOptions {
   cacheMb?: number;
   /** Backups: parallel block fetches. */
   jobs?: number;
+  /**
+   * Only this volume matters (`--volume`): a source may read less (a backup
+   * target lists this volume's backups, not the whole bucket's). Views are
+   * still picked by `select`.
+   */
+  volume?: string;
 }
 
 /** A view, opened: its chain of layers and what the safety checks need. */

@@ -34,13 +34,14 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
     const warnings: string[] = [];
     const skipped: string[] = [];
     const jobs = Math.max(opts.jobs ?? LIST_JOBS, 2);
-    const names = arg.volume !== undefined ? [arg.volume]
+    const only = arg.volume ?? opts.volume; // a URL's ?volume= or --volume: list that volume only
+    const names = only !== undefined ? [only]
       : arg.backingImage !== undefined ? []
         : await listVolumeNames(target, jobs, skipped);
     for (const s of skipped) warnings.push(`${target.where(s)}: not a volume directory Longhorn would list (skipped)`);
     const volumes = await mapLimit(names, jobs, (n) => loadVolume(target, n, jobs));
     for (const v of volumes) {
-      if (arg.volume !== undefined && !v.cfg && v.backups.length === 0) {
+      if (only !== undefined && !v.cfg && v.backups.length === 0) {
         throw new ChainfsError(arg.label, `no volume ${v.name} in the backup target (${v.problem ?? 'no volume.cfg'})`);
       }
       if (v.problem) warnings.push(`volume ${v.name}: ${v.problem}`);
@@ -49,7 +50,7 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
     for (const w of locks) if (w) warnings.push(w);
     // A named volume or backing image: only the backing images it needs.
     const biNames = arg.backingImage !== undefined ? [arg.backingImage]
-      : arg.volume !== undefined ? volumes.map((v) => v.cfg?.backingImageName).filter((n): n is string => !!n)
+      : only !== undefined ? volumes.map((v) => v.cfg?.backingImageName).filter((n): n is string => !!n)
         : undefined;
     const backingImages = await loadBackingImages(target, biNames, jobs);
     if (arg.backingImage !== undefined && !backingImages[0]?.cfg) {
