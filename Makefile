@@ -4,22 +4,24 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # Debian packages: the addons' build tools (g++, make, python3 for node-gyp;
-# g++ brings gcc, which the tests use to build their gatefs), libfuse2 and its
-# headers (libfuse-dev, found by pkg-config) for the mount daemon, fuse3 for
-# fusermount (unmount), qemu-utils (qemu-img/qemu-io: the oracle in tests),
+# g++ brings gcc, which the tests use to build their gatefs), libfuse3's
+# headers (libfuse3-dev, found by pkg-config) for the mount daemon, fuse3 for
+# fusermount3 (unmount; Debian's fuse3 also names it fusermount),
+# libfuse-dev (libfuse2's headers) for the tests' gatefs only (fuse2fs needs
+# libfuse2 anyway), qemu-utils (qemu-img/qemu-io: the oracle in tests),
 # e2fsprogs (mkfs.ext4 -d).
-APT_PKGS := g++ make python3 pkg-config libfuse2 libfuse-dev fuse3 qemu-utils e2fsprogs fuse2fs
+APT_PKGS := g++ make python3 pkg-config libfuse3-dev fuse3 libfuse-dev qemu-utils e2fsprogs fuse2fs
 # Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
 # (peak RSS of a child) and openssl (the hash anchor).
 BENCH_APT_PKGS := qemu-system-common fio time openssl
-NATIVE := native/build/Release/chainfs_native.node native/build/Release/chainfs_fuse.node
+NATIVE := native/build/Release/chainfs_native.node native/build/Release/chainfs_fuse3.node
 SIZE ?= 4G
 
 .PHONY: setup setup-bench build test demo bench clean
 
 setup: .make/apt node_modules/.package-lock.json
 
-.make/apt:
+.make/apt: Makefile
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
@@ -38,7 +40,7 @@ node_modules/.package-lock.json: package-lock.json package.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-$(NATIVE) &: native/chainfs_native.cc native/chainfs_fuse.cc native/binding.gyp node_modules/.package-lock.json
+$(NATIVE) &: native/chainfs_native.cc native/chainfs_fuse3.cc native/binding.gyp node_modules/.package-lock.json
 	cd native && ../node_modules/.bin/node-gyp rebuild --nodedir=/usr --loglevel=warn >/dev/null
 
 build: setup $(NATIVE)

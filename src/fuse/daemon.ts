@@ -1,19 +1,22 @@
 /**
  * The mount daemon: a read-only FUSE file system over a replica's views.
  *
- * libfuse2 runs on its own threads (native/chainfs_fuse.cc): the tree is
+ * libfuse3 runs on its own threads (native/chainfs_fuse3.cc): the tree is
  * served from C, and so is every read whose regions have been published
  * here: a region's resolved runs as plain file layers (fd, size at open) or
- * zeros, read with pread on the libfuse thread that got the request, so
- * readers run in parallel and a cold one stalls only its own thread. The
- * first read of a region, qcow2 and broken runs, failed or short reads and
- * chain.json come here: served from the page cache (RWF_NOWAIT) or on the
- * libuv pool, then the region is published. Snapshot files are immutable;
+ * zeros, spliced (or, for small reads, read with pread) on the libfuse
+ * thread that got the request, so readers run in parallel and a cold one
+ * stalls only its own thread. The first read of a region asks only for its
+ * runs to be published (and a sequential reader gets the next region
+ * published before it gets there); qcow2 compressed and broken runs, failed
+ * or short reads and chain.json come here for the bytes: served from the
+ * page cache (RWF_NOWAIT) or on the libuv pool. Snapshot files are immutable;
  * the files of every open view are watched (size and mtime, once a second
  * and at every open), and a view whose files changed fails its reads with
  * EIO, logged once, rather than serve torn data.
  */
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { REGION_SIZE, type Chain } from '../chain/chain';
 import type { Catalog } from '../source/catalog';
 import { mountAt } from './mountpoint';
@@ -23,8 +26,6 @@ import { buildTree, type FileNode, type Node, type Tree } from './tree';
 import type { Layer } from '../layer/layer';
 
 const EIO = -5;
-/** libfuse2 never sends more than 128 KiB per read. */
-const MAX_READ = 128 * 1024;
 const WATCH_MS = 1000;
 /** How long an unmount waits for the FUSE loop to end (files still open on a lazily detached mount keep it alive). */
 const EXIT_WAIT_MS = 2000;
@@ -83,16 +84,18 @@ export class MountDaemon {
   }
 
   async mount(): Promise<void> {
-    const options = ['ro', `fsname=chainfs:${this.catalog.label.replace(/[,\\]/g, '_')}`.slice(0, 200), 'subtype=chainfs',
-      `max_read=${MAX_READ}`, 'auto_cache']; // auto_cache: keep the page cache across opens unless size/mtime changed
+    // max_read (1 MiB) is the binding's, and so is keeping the page cache across opens (keep_cache).
+    const options = ['ro', `fsname=chainfs:${this.catalog.label.replace(/[,\\]/g, '_')}`.slice(0, 200), 'subtype=chainfs'];
     if (this.opts.allowOther) options.push('allow_other', 'default_permissions');
     if (this.opts.debug) options.push('debug');
     const statfsBlocks = this.tree.views.reduce((a, v) => a + Math.ceil(v.node.size / 4096), 0);
     this.fuse = NativeFuse.mount(this.mountPoint, options.join(','), this.specs, {
       budget: Math.max(this.opts.cacheBytes, 1 << 20), region: REGION_SIZE, statfsBlocks,
+      readAhead: Number(process.env.CHAINFS_AHEAD_MB ?? 8) * 1024 * 1024,
     }, {
       open: (i) => this.open(i),
       read: (i, pos, len, answer) => this.read(i, pos, len, answer),
+      resolve: (i, pos, len) => this.resolve(i, pos, len),
       size: (i) => (this.nodes[i] as FileNode).size,
       exit: () => {
         this.exited = true;
@@ -101,6 +104,16 @@ export class MountDaemon {
       },
     });
     this.mountId = mountAt(this.mountPoint)?.id ?? -1;
+    const raKb = Number(process.env.CHAINFS_RA_KB ?? 0);
+    if (raKb > 0) {
+      try {
+        const dev = fs.statSync(this.mountPoint).dev; // the root's attributes come from C: no wait on this thread
+        const bdi = `${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00)}`;
+        fs.writeFileSync(`/sys/class/bdi/${bdi}/read_ahead_kb`, String(raKb));
+      } catch {
+        // not root: the kernel's default window
+      }
+    }
     this.watch = setInterval(() => this.check(), WATCH_MS);
   }
 
@@ -115,11 +128,16 @@ export class MountDaemon {
       const exited = new Promise<void>((resolve) => {
         this.onExit = resolve;
       });
-      await new Promise<void>((resolve) => {
-        const p = spawn('fusermount', ['-uz', this.mountPoint], { stdio: 'ignore' });
-        p.on('error', () => resolve());
-        p.on('exit', () => resolve());
-      });
+      // Root unmounts in-process (umount2, MNT_DETACH): starting fusermount3
+      // costs tens of milliseconds on a loaded machine, and without open files
+      // the FUSE loop ends as soon as the mount is gone.
+      if (fuse.unmount() !== 0) {
+        await new Promise<void>((resolve) => {
+          const p = spawn('fusermount', ['-uz', this.mountPoint], { stdio: 'ignore' });
+          p.on('error', () => resolve());
+          p.on('exit', () => resolve());
+        });
+      }
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([exited, new Promise<void>((resolve) => {
         timer = setTimeout(resolve, EXIT_WAIT_MS);
@@ -129,6 +147,7 @@ export class MountDaemon {
     fuse.detach(); // no more preads from C: the layer files are about to be closed
     const st = fuse.stats();
     this.opts.log.info(`reads: ${st.fastReads} served in C from published runs, ${st.slowReads} through JS; ` +
+      `${st.resolvedReads} of these read in C once resolved, ${st.splicedReads} spliced; ` +
       `published runs ${Math.ceil(st.publishedBytes / 1024)} KiB, dropped ${st.flushes} times over budget`);
   }
 
@@ -224,15 +243,29 @@ export class MountDaemon {
     });
   }
 
+  /** The first read of a region: publish its runs, and C reads the bytes itself if they are all plain (1). */
+  private resolve(i: number, pos: number, len: number): number {
+    const view = (this.nodes[i] as FileNode).view;
+    if (!view || view.stale) return 0;
+    try {
+      return this.publish(i, view.chain, pos, len) ? 1 : 0;
+    } catch (e) {
+      this.opts.log.error(`${view.label}: cannot publish the runs at ${pos}: ${(e as Error).message}`);
+      return 0;
+    }
+  }
+
   /**
    * Hands the resolved runs of the regions [pos, pos+len) touches to C, so
    * the next reads there never come to JS: what the layers' mapDirect says
    * (file pieces by fd, offset delta and file end), zeros, and RUN_SLOW for
    * what only JS can read (compressed clusters, broken ranges). A region
-   * with nothing C can read is not published.
+   * with nothing C can read is not published. True if every run published
+   * is one C can read.
    */
-  private publish(i: number, chain: Chain, pos: number, len: number): void {
-    if (!this.fuse) return;
+  private publish(i: number, chain: Chain, pos: number, len: number): boolean {
+    if (!this.fuse) return false;
+    let plain = true;
     for (let start = pos - (pos % REGION_SIZE); start < pos + len; start += REGION_SIZE) {
       const out: number[] = [];
       let direct = 0;
@@ -257,7 +290,9 @@ export class MountDaemon {
         }
       }
       if (direct > 0) this.fuse.publish(i, start, Float64Array.from(out));
+      if (direct * 5 !== out.length) plain = false;
     }
+    return plain;
   }
 
   private readError(label: string, pos: number, len: number, e: unknown): void {

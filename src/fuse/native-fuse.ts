@@ -1,9 +1,10 @@
 /**
- * The daemon's FUSE binding (native/chainfs_fuse.cc): libfuse2 on its own
- * threads. The tree is served from C; a read of a view is served from C
- * (pread on the libfuse thread) wherever the regions it touches have been
- * published; everything else comes here as a call that must be answered
- * exactly once.
+ * The daemon's FUSE binding (native/chainfs_fuse3.cc): libfuse3's low-level
+ * API on its own threads. The tree is served from C; a read of a view is
+ * served from C (spliced from the layer files, or pread for small reads, on
+ * the libfuse thread) wherever the regions it touches have been published;
+ * a region's first read asks JS only to publish it; everything else comes
+ * here as a call that must be answered exactly once.
  */
 import * as path from 'node:path';
 
@@ -32,6 +33,8 @@ export interface FuseConfig {
   region: number;
   /** statfs f_blocks (4 KiB). */
   statfsBlocks: number;
+  /** Bytes of a sequentially read view announced to its layer files ahead of the reader (0: none). */
+  readAhead?: number;
 }
 
 export interface FuseHandlers {
@@ -39,6 +42,12 @@ export interface FuseHandlers {
   open(node: number): number | Promise<number>;
   /** Read `len` bytes at `pos`: answer once with the byte count and the bytes, or a negative errno. */
   read(node: number, pos: number, len: number, answer: (n: number, bytes?: Buffer) => void): void;
+  /**
+   * Resolve and publish the regions [pos, pos+len) touches: 1 if C can now
+   * read all of it, 0 if it must ask `read`. Also called, without waiting
+   * for the answer, for a region ahead of a sequential reader.
+   */
+  resolve(node: number, pos: number, len: number): number;
   /** The size of a node given as -1. */
   size(node: number): number;
   /** The FUSE loop ended (unmounted, by us or not). */
@@ -48,8 +57,12 @@ export interface FuseHandlers {
 export interface FuseStats {
   /** Reads served in C from published runs. */
   fastReads: number;
+  /** Reads spliced from the layer files' page cache (two pages or more). */
+  splicedReads: number;
   /** Reads that came to JS. */
   slowReads: number;
+  /** Of the reads that came to JS, those JS only resolved, the bytes read in C. */
+  resolvedReads: number;
   publishedBytes: number;
   /** How often the published runs went over budget and were dropped. */
   flushes: number;
@@ -66,6 +79,7 @@ interface Binding {
   publish(h: Handle, node: number, regionStart: number, runs: Float64Array): void;
   stale(h: Handle, node: number): void;
   detach(h: Handle): void;
+  unmount(h: Handle): number;
   stats(h: Handle): FuseStats;
 }
 
@@ -73,6 +87,8 @@ const OP_OPEN = 0;
 const OP_READ = 1;
 const OP_SIZE = 2;
 const OP_EXIT = 3;
+const OP_RESOLVE = 4;
+const OP_AHEAD = 5;
 const EIO = -5;
 
 /** A published run's fd for zeros, and for runs only JS can read. */
@@ -80,7 +96,7 @@ export const RUN_ZERO = -1;
 export const RUN_SLOW = -2;
 
 // Loaded from the build tree both when running from dist/ and from src/ (vitest).
-const binding: Binding = require(path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'chainfs_fuse.node'));
+const binding: Binding = require(path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'chainfs_fuse3.node'));
 
 export class NativeFuse {
   private readonly handle: Handle;
@@ -96,6 +112,14 @@ export class NativeFuse {
   static mount(mountPoint: string, options: string, nodes: FuseNodeSpec[], config: FuseConfig,
     handlers: FuseHandlers): NativeFuse {
     const handler = (op: number, node: number, pos: number, len: number, call: Call | undefined) => {
+      if (op === OP_AHEAD) { // publish a region ahead of a sequential reader; nobody waits
+        try {
+          handlers.resolve(node, pos, len);
+        } catch {
+          // the reader will ask again when it gets there
+        }
+        return;
+      }
       if (op === OP_EXIT || !call) {
         handlers.exit();
         return;
@@ -114,6 +138,7 @@ export class NativeFuse {
         }
         else if (op === OP_SIZE) answer(handlers.size(node));
         else if (op === OP_READ) handlers.read(node, pos, len, answer);
+        else if (op === OP_RESOLVE) answer(handlers.resolve(node, pos, len));
         else answer(EIO);
       } catch {
         answer(EIO); // a bug in a handler must not leave a libfuse thread waiting forever
@@ -139,6 +164,11 @@ export class NativeFuse {
   /** Stop reading layer files from C (they are about to be closed); waits for reads in flight. */
   detach(): void {
     binding.detach(this.handle);
+  }
+
+  /** A lazy unmount by the daemon itself: 0, or a negative errno (not root: use fusermount3). */
+  unmount(): number {
+    return binding.unmount(this.handle);
   }
 
   stats(): FuseStats {
