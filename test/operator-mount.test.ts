@@ -71,6 +71,28 @@ describe('-o options', () => {
   });
 });
 
+describe('the daemon\'s log', () => {
+  it('-o debug mounts in the background (libfuse\'s requests in the log) and keeps its log; kill -9 keeps it too', () => {
+    const mp = path.join(tmp, 'debug');
+    mountReplica(built.dir, mp, ['-o', 'ro,debug']);
+    fs.readdirSync(path.join(mp, 'snapshots'));
+    expect(fs.readFileSync(log(mp), 'utf8')).toMatch(/opcode: (OPENDIR|READDIR|LOOKUP)/);
+    chainfsOk(['umount', mp]);
+    expect(isMounted(mp)).toBe(false);
+    expect(fs.existsSync(log(mp))).toBe(true); // asked for: kept
+    fs.rmSync(log(mp));
+
+    const crash = path.join(tmp, 'crash');
+    mountReplica(built.dir, crash);
+    const pid = (JSON.parse(fs.readFileSync(record(crash), 'utf8')) as { pid: number }).pid;
+    process.kill(pid, 'SIGKILL');
+    chainfsOk(['umount', crash]); // clears the stale mount
+    expect(isMounted(crash)).toBe(false);
+    expect(fs.readFileSync(log(crash), 'utf8')).toMatch(/mounted .* on /); // says what happened before the crash
+    fs.rmSync(log(crash));
+  });
+});
+
 describe('chainfs mounts', () => {
   it('lists the mount (mount point, source, pid, since, log), as text and JSON; nothing once unmounted', () => {
     const mp = path.join(tmp, 'listed');

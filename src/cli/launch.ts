@@ -25,8 +25,9 @@ export interface Verdict {
  * (the daemon keeps running) or the daemon gave up.
  */
 export function startDaemon(args: string[], output: number | 'ignore', onWarning: (w: string) => void): Promise<Verdict> {
-  const bin = path.resolve(__dirname, '..', '..', 'bin', 'chainfs');
-  const child = spawn(process.execPath, [bin, ...args, '--ready-fd', '3'], {
+  // The CLI's own entry (bin/chainfs is a bash launcher: Node cannot run it).
+  const main = path.join(__dirname, 'main.js');
+  const child = spawn(process.execPath, [main, ...args, '--ready-fd', '3'], {
     detached: true, stdio: ['ignore', output, output, 'pipe'],
   });
   const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };

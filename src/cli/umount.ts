@@ -5,11 +5,10 @@
  * backed by its files, processes with files or their working directory
  * under it, mounts on it) and how to release it, as fuser/lsof would tell.
  */
-import * as fs from 'node:fs';
 import { Command } from 'commander';
 import { ChainfsError } from '../errors';
 import {
-  absoluteMountPoint, defaultLogPath, fusermount, holders, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
+  absoluteMountPoint, fusermount, holders, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
   removeRecord, type Holders,
 } from '../fuse/mountpoint';
 import { action, warn } from './common';
@@ -49,11 +48,9 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
     process.kill(rec.pid, 'SIGTERM');
     if (!(await waitExit(rec.pid, 10_000))) warn(`daemon ${rec.pid} did not exit after SIGTERM`);
   }
-  if (rec && !isAlive(rec.pid)) {
-    removeRecord(mp, rec.pid);
-    // A daemon that died (stale mount) could not remove its own log.
-    if (!lazy && rec.log === defaultLogPath(mp)) fs.rmSync(rec.log, { force: true });
-  }
+  // The daemon removes its own log at a clean exit; the log of one that
+  // died (a stale mount) is kept: it says why.
+  if (rec && !isAlive(rec.pid)) removeRecord(mp, rec.pid);
 }
 
 /**
