@@ -30,7 +30,8 @@ JSON (docs/json.md): [{"start", "length", "depth", "present", "zero", "data", "f
         const view = { chain: selected.view.chain, size: selected.view.chain.size };
         const depth = new Map(view.chain.layers.map((l, i) => [l, i]));
         const out: string[] = [];
-        const flush = () => { if (out.length) process.stdout.write(`${out.join('')}`); out.length = 0; };
+        let started = false;
+        const flush = () => { if (out.length) { process.stdout.write(`${out.join('')}`); started = true; } out.length = 0; };
         if (opts.json) out.push('[');
         else out.push(`${'OFFSET'.padEnd(16)}${'LENGTH'.padEnd(16)}${'DATA'.padEnd(6)}FILE\n`);
         let first = true;
@@ -49,18 +50,24 @@ JSON (docs/json.md): [{"start", "length", "depth", "present", "zero", "data", "f
           }
           first = false;
         };
-        for (let pos = 0; pos < view.size; pos += STEP) {
-          for (const r of view.chain.runs(pos, STEP)) {
-            if (pending && pending.layer === r.layer && pending.offset + pending.length === r.offset) {
-              pending.length += r.length;
-            } else {
-              if (pending) emit(pending);
-              pending = { ...r };
+        try {
+          for (let pos = 0; pos < view.size; pos += STEP) {
+            for (const r of view.chain.runs(pos, STEP)) {
+              if (pending && pending.layer === r.layer && pending.offset + pending.length === r.offset) {
+                pending.length += r.length;
+              } else {
+                if (pending) emit(pending);
+                pending = { ...r };
+              }
             }
+            if (out.length > 4096) flush();
           }
-          if (out.length > 4096) flush();
+          if (pending) emit(pending);
+        } catch (e) {
+          // Part of the array is out: end its line, so that --json's error document is a line of its own.
+          if (started) process.stdout.write('\n');
+          throw e;
         }
-        if (pending) emit(pending);
         if (opts.json) out.push(']\n');
         flush();
       } finally {
