@@ -73,7 +73,10 @@ function timed(argv: string[]): { seconds: number; rssMb: number; code: number |
 function wall(argv: string[], okCodes = [0]): number {
   const t = process.hrtime.bigint();
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 30 });
-  if (!okCodes.includes(r.status ?? -1)) throw new Error(`${argv.join(' ')} exited ${r.status}: ${r.stderr}`);
+  // A crash exits 1 too, which `compare` and `cmp` use for "different": look at stderr as well.
+  if (!okCodes.includes(r.status ?? -1) || /Cannot find module|internal error|Error: /.test(r.stderr)) {
+    throw new Error(`${argv.join(' ')} exited ${r.status}: ${r.stderr}`);
+  }
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
@@ -149,6 +152,14 @@ function benchInspect(roots: string[], runs: number, extra: string[]): { seconds
   return { seconds: median(rs.map((r) => r.seconds)), rssMb: Math.max(...rs.map((r) => r.rssMb)) };
 }
 
+/** Unmounts `mp` if something is mounted there: chainfs umount, else fusermount -uz. */
+function unmount(mp: string): void {
+  const mounted = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === mp);
+  if (!mounted()) return;
+  spawnSync(CHAINFS, ['umount', mp]);
+  if (mounted()) spawnSync('fusermount', ['-uz', mp]);
+}
+
 function benchMount(roots: string[], mp: string, runs: number): number {
   fs.mkdirSync(mp, { recursive: true });
   const once = () => {
@@ -159,7 +170,7 @@ function benchMount(roots: string[], mp: string, runs: number): number {
       JSON.parse(fs.readFileSync(path.join(mp, 'catalog.json'), 'utf8'));
       return Number(process.hrtime.bigint() - t) / 1e9;
     } finally {
-      spawnSync(CHAINFS, ['umount', mp]);
+      unmount(mp);
     }
   };
   return repeat(runs, once);
@@ -247,6 +258,7 @@ function main(): void {
       const mpB = path.join(args.root, 'mnt-b');
       for (const [dir, mp] of [[p.a, mpA], [p.b, mpB]]) {
         fs.mkdirSync(mp, { recursive: true });
+        unmount(mp); // left by an interrupted run
         const r = spawnSync(CHAINFS, ['mount', dir, mp], { stdio: 'inherit' });
         if (r.status !== 0) throw new Error('mount failed');
       }
@@ -282,7 +294,7 @@ function main(): void {
         rows.push(['  qemu-img compare of the two base files (everything read)', `${qemuSame.toFixed(2)} s`, x(qemuSame, oursSame)]);
         rows.push(['  qemu-img compare of the two mounted base views', `${qemuSameMount.toFixed(2)} s`, x(qemuSameMount, oursSame)]);
       } finally {
-        for (const mp of [mpA, mpB]) spawnSync(CHAINFS, ['umount', mp]);
+        for (const mp of [mpA, mpB]) unmount(mp);
       }
     }
   } finally {
