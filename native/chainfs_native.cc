@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <linux/fs.h>
@@ -30,6 +32,7 @@ Napi::Value Throw(Napi::Env env, int err, const char* syscall) {
     case ENOSYS: code = "ENOSYS"; break;
     case EOVERFLOW: code = "EOVERFLOW"; break;
     case ESPIPE: code = "ESPIPE"; break;
+    case EPIPE: code = "EPIPE"; break;
     default: break;
   }
   e.Set("code", Napi::String::New(env, code));
@@ -140,7 +143,73 @@ Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Waits until fd takes more bytes (stdout may be a non-blocking pipe: Node
+// makes its pipes so); false with errno set if poll fails.
+bool WaitWritable(int fd) {
+  struct pollfd p = {fd, POLLOUT, 0};
+  while (poll(&p, 1, -1) < 0) {
+    if (errno != EINTR) return false;
+  }
+  return true;
+}
+
+// sendFile(outFd, inFd, position, length) -> bytes sent (short only at the
+// end of the input; 0 there): sendfile(2), the kernel moving page-cache
+// pages to outFd without a copy through the process (a pipe gets references
+// to them; /dev/null discards them). Waits while outFd is a full
+// non-blocking pipe.
+Napi::Value SendFile(const Napi::CallbackInfo& info) {
+  if (!Args(info, 4)) return info.Env().Undefined();
+  int out = static_cast<int>(I64(info[0]));
+  int in = static_cast<int>(I64(info[1]));
+  off_t pos = static_cast<off_t>(I64(info[2]));
+  int64_t left = I64(info[3]);
+  int64_t done = 0;
+  while (left > 0) {
+    ssize_t r = sendfile(out, in, &pos, static_cast<size_t>(left < (1 << 30) ? left : (1 << 30)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) {
+      if (!WaitWritable(out)) return Throw(info.Env(), errno, "poll");
+      continue;
+    }
+    if (r < 0) return Throw(info.Env(), errno, "sendfile");
+    if (r == 0) break;
+    done += r;
+    left -= r;
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(done));
+}
+
+// writeAll(fd, buf, offset, length): every byte written, waiting while fd
+// is a full non-blocking pipe (fs.writeSync would throw EAGAIN there).
+Napi::Value WriteAll(const Napi::CallbackInfo& info) {
+  if (!Args(info, 4) || !info[1].IsBuffer()) return info.Env().Undefined();
+  int fd = static_cast<int>(I64(info[0]));
+  Napi::Buffer<char> buf = info[1].As<Napi::Buffer<char>>();
+  int64_t off = I64(info[2]);
+  int64_t len = I64(info[3]);
+  if (off < 0 || len < 0 || static_cast<uint64_t>(off + len) > buf.Length()) {
+    Napi::RangeError::New(info.Env(), "range outside the buffer").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  const char* at = buf.Data() + off;
+  while (len > 0) {
+    ssize_t r = write(fd, at, static_cast<size_t>(len));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) {
+      if (!WaitWritable(fd)) return Throw(info.Env(), errno, "poll");
+      continue;
+    }
+    if (r < 0) return Throw(info.Env(), errno, "write");
+    at += r;
+    len -= r;
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("sendFile", Napi::Function::New(env, SendFile));
+  exports.Set("writeAll", Napi::Function::New(env, WriteAll));
   exports.Set("seekData", Napi::Function::New(env, SeekData));
   exports.Set("seekHole", Napi::Function::New(env, SeekHole));
   exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange));

@@ -19,6 +19,10 @@ export interface Native {
   setPipeSize(fd: number, bytes: number): number;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) of the whole file: start writeback, do not wait. */
   startWriteback(fd: number): void;
+  /** sendfile(2) of [position, position+length) of `fdIn` to `fdOut`: bytes sent (short only at EOF); waits on a full pipe. */
+  sendFile(fdOut: number, fdIn: number, position: number, length: number): number;
+  /** write(2) of every byte, waiting while `fd` is a full non-blocking pipe. */
+  writeAll(fd: number, buf: Buffer, offset: number, length: number): void;
 }
 
 // Loaded from the build tree both when running from dist/ and from src/ (vitest).
