@@ -135,6 +135,15 @@ describe('every command against its schema', () => {
     expect(typeof head.name).toBe('string');
   });
 
+  it('the codes of real warnings: a removed snapshot, a recovered volume.meta', () => {
+    const snap = (json(['export', dirty.dir, path.join(tmp, 'removed.raw'), '--snapshot', 's2', '--json', '-q']) as { warnings: Array<{ code: string }> }).warnings;
+    expect(snap.map((w) => w.code)).toEqual(expect.arrayContaining(['dirty', 'removed-snapshot']));
+    const r = buildReplica({ ...noBacking, name: 'no-meta' }, tmp);
+    fs.writeFileSync(path.join(r.dir, 'volume.meta'), '');
+    const doc = json(['inspect', r.dir, '--json']) as { warnings: Array<{ code: string; file?: string }> };
+    expect(doc.warnings).toContainEqual(expect.objectContaining({ code: 'meta-recovered', file: path.join(r.dir, 'volume.meta') }));
+  });
+
   it('map --json and --output=json: the same document', () => {
     const a = json(['map', plain.dir, '--json']);
     expectSchema(a, 'map');
