@@ -1,6 +1,8 @@
 /**
- * What every command shares: the replica options, opening a replica, and
- * turning failures into one line on stderr with an exit code.
+ * What every command shares: the source options, opening a source and a
+ * view, warnings said once per run, and turning failures into one line on
+ * stderr (plus, under --json, the error document on stdout) with an exit
+ * code.
  */
 import { Command, Option } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
