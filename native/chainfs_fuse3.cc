@@ -13,8 +13,9 @@
 // chain.json) goes to JS through a thread-safe function and the libfuse
 // thread waits for the answer; JS then publishes what it resolved.
 //
-// Requests are up to 1 MiB (max_pages; libfuse2 stopped at 128 KiB). A read
-// of two pages or more is spliced: its pieces go from the layer files' page
+// Requests are up to 1008 KiB (max_read; libfuse2 stopped at 128 KiB; the
+// daemon widens the mount's readahead window so that the kernel sends them
+// that large). A read of two pages or more is spliced: its pieces go from the layer files' page
 // cache into a pipe of this thread (zeros by vmsplice of one zero buffer),
 // and the pipe is handed to fuse_reply_data, which splices it into
 // /dev/fuse: one kernel copy per byte instead of pread's copy into the
@@ -55,7 +56,13 @@ namespace {
 constexpr int kChunkShift = 8;  // 256 regions per chunk
 constexpr uint64_t kChunkRegions = 1u << kChunkShift;
 constexpr int kMaxPieces = 256;  // a 1 MiB read touching more runs goes to JS (40 bytes each on the stack)
-constexpr size_t kMaxRead = 1u << 20;  // the kernel's max_pages (256) in bytes; max_read says the same
+// The largest request: libfuse splices a reply through a pipe of its own
+// that must hold the reply, its header and three pages more; an
+// unprivileged pipe (no CAP_SYS_RESOURCE, as in most containers) stops at
+// /proc/sys/fs/pipe-max-size, 1 MiB by default, and past it libfuse copies
+// every reply through a fresh buffer instead (page faults and two copies).
+constexpr size_t kPipe = 1u << 20;
+constexpr size_t kMaxRead = kPipe - 16 * 1024;  // 1008 KiB: max_read, so below the kernel's 256 pages
 constexpr size_t kSpliceMin = 2 * 4096;  // libfuse copies smaller replies anyway
 constexpr double kTimeout = 1.0;  // attribute and entry cache, seconds (libfuse2's high-level default)
 constexpr int64_t kZero = -1;  // run fd: zeros
@@ -137,7 +144,7 @@ struct Fs {
   Call exitCall{};
 };
 
-// Zeros for vmsplice: written once so that its pages are real ones (1 MiB).
+// Zeros for vmsplice: written once so that its pages are real ones (~1 MiB).
 alignas(4096) char gZeros[kMaxRead];
 
 // What each libfuse thread keeps between requests: a buffer for reads that
@@ -159,7 +166,7 @@ struct ThreadState {
   bool Pipe() {
     if (pipe[0] >= 0) return true;
     if (pipeFailed) return false;
-    if (pipe2(pipe, O_CLOEXEC | O_NONBLOCK) != 0 || fcntl(pipe[0], F_SETPIPE_SZ, kMaxRead) < static_cast<int>(kMaxRead)) {
+    if (pipe2(pipe, O_CLOEXEC | O_NONBLOCK) != 0 || fcntl(pipe[0], F_SETPIPE_SZ, kPipe) < static_cast<int>(kMaxRead)) {
       ClosePipe();
       pipeFailed = true;  // pipe-max-size below 1 MiB: every read is copied
       return false;

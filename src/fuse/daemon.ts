@@ -27,6 +27,19 @@ import type { Layer } from '../layer/layer';
 
 const EIO = -5;
 const WATCH_MS = 1000;
+/**
+ * How far ahead of a sequential reader its layer files are asked to read
+ * (POSIX_FADV_WILLNEED): 32 MiB took a cold `dd` of a 1 GiB view from 1.0 s
+ * to 0.7 s here (64 MiB: no better). What it costs: a reader that stops
+ * early has had up to 32 MiB read for nothing.
+ */
+const READ_AHEAD = 32 << 20;
+/**
+ * The kernel's readahead window for the mount, KiB (its default is 128):
+ * 1 MiB lets the kernel send requests of max_read (1008 KiB) rather than
+ * 128 KiB ones, an eighth of the per-request work. Only root may set it.
+ */
+const BDI_READ_AHEAD_KB = 1024;
 /** How long an unmount waits for the FUSE loop to end (files still open on a lazily detached mount keep it alive). */
 const EXIT_WAIT_MS = 2000;
 
@@ -91,7 +104,7 @@ export class MountDaemon {
     const statfsBlocks = this.tree.views.reduce((a, v) => a + Math.ceil(v.node.size / 4096), 0);
     this.fuse = NativeFuse.mount(this.mountPoint, options.join(','), this.specs, {
       budget: Math.max(this.opts.cacheBytes, 1 << 20), region: REGION_SIZE, statfsBlocks,
-      readAhead: Number(process.env.CHAINFS_AHEAD_MB ?? 8) * 1024 * 1024,
+      readAhead: READ_AHEAD,
     }, {
       open: (i) => this.open(i),
       read: (i, pos, len, answer) => this.read(i, pos, len, answer),
@@ -104,17 +117,19 @@ export class MountDaemon {
       },
     });
     this.mountId = mountAt(this.mountPoint)?.id ?? -1;
-    const raKb = Number(process.env.CHAINFS_RA_KB ?? 0);
-    if (raKb > 0) {
-      try {
-        const dev = fs.statSync(this.mountPoint).dev; // the root's attributes come from C: no wait on this thread
-        const bdi = `${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00)}`;
-        fs.writeFileSync(`/sys/class/bdi/${bdi}/read_ahead_kb`, String(raKb));
-      } catch {
-        // not root: the kernel's default window
-      }
-    }
+    this.widenReadahead();
     this.watch = setInterval(() => this.check(), WATCH_MS);
+  }
+
+  /** Sets the mount's readahead window (BDI_READ_AHEAD_KB) when we may: root. */
+  private widenReadahead(): void {
+    try {
+      const dev = fs.statSync(this.mountPoint).dev; // the root's attributes come from C: no wait on this thread
+      const bdi = `${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00)}`;
+      fs.writeFileSync(`/sys/class/bdi/${bdi}/read_ahead_kb`, String(BDI_READ_AHEAD_KB));
+    } catch {
+      // not root (or no sysfs): the kernel's 128 KiB window, 128 KiB requests
+    }
   }
 
   /** Unmounts (lazily: open files keep the detached mount until closed, at most EXIT_WAIT_MS). */
