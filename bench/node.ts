@@ -266,7 +266,8 @@ function main(): void {
       const rawFiles = [raw('a.raw'), raw('b.raw')];
       // Hot: every input in the page cache (a warm-up run first). Cold (--cold): each run's inputs evicted first.
       const t = (argv: string[], ok: number[] = [0]) => repeat(args.runs, () => {
-        if (args.cold) evict([...layerFiles, ...rawFiles]);
+        // The mounted views have page cache of their own (FUSE): dropped too.
+        if (args.cold) evict([...layerFiles, ...rawFiles, ...[mpA, mpB].flatMap((m) => [`${m}/volume.img`, `${m}/snapshots/base.img`])]);
         return wall(argv, ok);
       });
       try {
