@@ -57,7 +57,7 @@ async function diff(sources: string[], opts: DiffOptions): Promise<boolean> {
     for (const w of [...a.warnings, ...b.warnings]) warn(w);
     const { changedRanges } = await import('../chain/diff');
     const { ranges, oneChain } = await changedRanges(a.chain, b.chain, !!opts.exact);
-    print(ranges, entryA.path, entryB.path, oneChain, !!opts.json);
+    print(ranges, entryA.path, entryB.path, oneChain, !!opts.json, !!opts.exact);
     a.close();
     b.close();
     return ranges.length > 0;
@@ -66,7 +66,9 @@ async function diff(sources: string[], opts: DiffOptions): Promise<boolean> {
   }
 }
 
-function print(ranges: ChangedRange[], from: string, to: string, oneChain: boolean, json: boolean): void {
+/** Allocation alone says "may differ"; --exact or a byte comparison says "differs". */
+function print(ranges: ChangedRange[], from: string, to: string, oneChain: boolean, json: boolean, exact: boolean): void {
+  const may = oneChain && !exact;
   if (json) {
     process.stdout.write(`[${ranges.map((r) => JSON.stringify(r)).join(',\n')}]\n`);
     return;
@@ -74,7 +76,7 @@ function print(ranges: ChangedRange[], from: string, to: string, oneChain: boole
   const lines = [`${'OFFSET'.padEnd(16)}${'LENGTH'.padEnd(16)}REASON`];
   for (const r of ranges) lines.push(`${`0x${r.start.toString(16)}`.padEnd(16)}${formatBytes(r.length).padEnd(16)}${r.reason}`);
   const total = ranges.reduce((s, r) => s + r.length, 0);
-  lines.push(`${ranges.length} range(s), ${formatBytes(total)} where ${to} ${oneChain ? 'may differ' : 'differs'} from ${from}` +
-    `${oneChain ? ' (from the layers above it)' : ' (compared byte for byte: not one chain)'}`);
+  const how = may ? ' (from the layers above it)' : oneChain ? ' (the layers above it, read and compared)' : ' (compared byte for byte: not one chain)';
+  lines.push(`${ranges.length} range(s), ${formatBytes(total)} where ${to} ${may ? 'may differ' : 'differs'} from ${from}${how}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }

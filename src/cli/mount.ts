@@ -14,6 +14,7 @@ import {
   absoluteMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
 } from '../fuse/mountpoint';
 import { applyMountOptions, collectMountOptions, O_OPTIONS, type DashOOptions } from './mount-options';
+import { checkNotInSource, sourcePlaces } from '../materialize/output';
 import { startDaemon } from './launch';
 import { EXIT_USAGE, action, addSourceOptions, openCatalog, warn, type SourceCliOptions } from './common';
 
@@ -103,7 +104,7 @@ function checkMountPoint(mp: string): void {
 
 async function mount(sources: string[], mountPoint: string, opts: MountOptions): Promise<void> {
   const mp = absoluteMountPoint(mountPoint);
-  if (!opts.foreground && opts.readyFd === undefined) return background(mp, opts);
+  if (!opts.foreground && opts.readyFd === undefined) return background(sources, mp, opts);
   const ready = opts.readyFd === undefined ? undefined : new ReadyPipe(opts.readyFd);
   try {
     await serve(sources, mp, opts, ready);
@@ -128,6 +129,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   checkMountPoint(mp);
   // A background daemon logs to its log file (by default next to its pid file).
   const logFile = opts.log ?? (ready ? defaultLogPath(mp) : undefined);
+  if (logFile) checkNotInSource(logFile, sourcePlaces(sources), 'the log (--log)');
   const logFd = logFile ? openLog(logFile) : 2;
   const log = new Log(logFd, opts.debug);
   const unserved = views.filter((v) => v.problem).map((v) => `${v.path} is not served: ${v.problem}`);
@@ -223,8 +225,9 @@ class ReadyPipe {
  * printing its warnings. Used when bin/chainfs's fast path did not apply
  * (e.g. --debug, whose libfuse output goes to the log through stderr).
  */
-async function background(mp: string, opts: MountOptions): Promise<void> {
+async function background(sources: string[], mp: string, opts: MountOptions): Promise<void> {
   const logPath = opts.log ?? defaultLogPath(mp);
+  checkNotInSource(logPath, sourcePlaces(sources), 'the log (--log)'); // before it is opened here
   // The daemon's stdout/stderr go to its log. If we cannot open it here, the
   // daemon reports that itself, after the replica checks that come first.
   let logFd: number | 'ignore' = 'ignore';

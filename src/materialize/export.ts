@@ -17,7 +17,7 @@ import type { QcowBacking } from './qcow2-writer';
 import { openSource } from '../source/open';
 import { runJobInWorker, type ExportFormat, type JobProgress } from './job';
 import { BACKING_CFG, BACKING_FILE, BACKING_MODE, encodeBackingCfg, goTimeString, parseBackingImageDir, withUuidSuffix } from './longhorn-layout';
-import { AtomicOutput, planOutput, removeStaleTemporaries, writeFailed, type OutputPlan } from './output';
+import { AtomicOutput, planOutput, removeStaleTemporaries, sourcePlaces, writeFailed, type OutputPlan } from './output';
 import { DEFAULT_CLUSTER_SIZE } from './qcow2-writer';
 import { checkFreeSpace, estimateAllocation } from './space';
 
@@ -170,7 +170,8 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
     try {
       for (const w of view.warnings) hooks.warn(w);
       const out = resolveOut(req, entry.name, hooks);
-      const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false, view.roots, view.files);
+      const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false,
+        [...view.roots, ...sourcePlaces(req.sources)], view.files);
       view.checkNotLive?.(req.force ?? false, hooks.warn);
       const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
       const delta = req.since === undefined ? {} : await prepareDelta(req, catalog, out);

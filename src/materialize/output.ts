@@ -153,8 +153,10 @@ export class AtomicOutput {
       if (this.plan.kind === 'dir') {
         fsyncPath(this.tmpPath);
         this.renameDirectory(out);
-      } else {
+      } else if (this.plan.replace) {
         fs.renameSync(this.tmpPath, out);
+      } else {
+        this.linkNew(out);
       }
       this.done = true;
       fsyncPath(this.plan.dir);
@@ -164,9 +166,30 @@ export class AtomicOutput {
     }
   }
 
+  /**
+   * OUT did not exist when the export began: put the file there only if it
+   * still does not (link fails with EEXIST, atomically), so that another
+   * export to the same OUT meanwhile is never silently replaced. Where hard
+   * links are not supported, a check and a rename.
+   */
+  private linkNew(out: string): void {
+    try {
+      fs.linkSync(this.tmpPath, out);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw appeared(this.plan.display);
+      if (code !== 'EPERM' && code !== 'EOPNOTSUPP' && code !== 'ENOTSUP') throw e;
+      if (fs.existsSync(out)) throw appeared(this.plan.display);
+      fs.renameSync(this.tmpPath, out);
+      return;
+    }
+    fs.unlinkSync(this.tmpPath);
+  }
+
   /** A directory cannot be renamed over a non-empty one: move the old one aside first. */
   private renameDirectory(out: string): void {
     if (!this.plan.replace || !fs.existsSync(out)) {
+      if (!this.plan.replace && fs.existsSync(out)) throw appeared(this.plan.display);
       fs.renameSync(this.tmpPath, out);
       return;
     }
@@ -269,6 +292,10 @@ function realDirectory(dir: string, out: string): string {
   return real;
 }
 
+function appeared(display: string): ChainfsError {
+  return new ChainfsError(display, 'appeared while the export ran (another export to the same name?); it was not replaced and this export was not kept: pass --overwrite to replace it', 'EEXIST');
+}
+
 function realOr(p: string): string {
   try {
     return fs.realpathSync(p);
@@ -279,4 +306,36 @@ function realOr(p: string): string {
 
 function isInside(p: string, dir: string): boolean {
   return p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
+
+/**
+ * Where a source lives on this machine, for "never write inside it": each
+ * local source path as given (a replica directory, a data root, a target
+ * directory, a disk image), and for a replica directory also its data root
+ * (`<root>/replicas/<dir>` -> `<root>`), whose backing-images/ and replicas/
+ * Longhorn owns. URLs (s3://) have no local place.
+ */
+export function sourcePlaces(sources: string[]): string[] {
+  const out: string[] = [];
+  for (const s of sources) {
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) && !s.startsWith('vfs://')) continue;
+    const p = realOr(s.startsWith('vfs://') ? s.slice('vfs://'.length).replace(/\?.*$/, '') : s);
+    out.push(p);
+    if (path.basename(path.dirname(p)) === 'replicas') out.push(path.dirname(path.dirname(p)));
+  }
+  return out;
+}
+
+/**
+ * Refuses a file chainfs would write (a log, a cache) at or inside one of
+ * `places` (see sourcePlaces): sources are never written. Throws ChainfsError
+ * naming the file and `what` it is.
+ */
+export function checkNotInSource(file: string, places: string[], what: string): void {
+  const abs = path.join(realOr(path.dirname(path.resolve(file))), path.basename(file));
+  for (const p of places) {
+    if (abs === p || isInside(abs, p)) {
+      throw new ChainfsError(file, `${what} would be written inside the source ${p}; sources are never written: put it somewhere else`);
+    }
+  }
 }

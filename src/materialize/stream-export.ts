@@ -42,6 +42,11 @@ export async function streamDelta(selected: { catalog: Catalog; entry: CatalogVi
       a.close();
     }
   }
+  // A reader that goes away (| head, a dying ssh): the write callback gets
+  // EPIPE; the stream's 'error' event must be taken too, or Node throws it.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(141);
+  });
   const sink = (buf: Buffer) => new Promise<void>((resolve, reject) => {
     process.stdout.write(buf, (err) => (err ? reject(err) : resolve()));
   });

@@ -28,11 +28,15 @@ export function backingCandidates(replicaDir: string, recorded: string, roots: s
   add(rel);
   // <data root>/backing-images/<dir of the recorded file>/<file>
   const dataRoot = path.dirname(path.dirname(path.resolve(replicaDir)));
-  const biDir = path.basename(path.dirname(rel));
-  if (biDir && biDir !== '/' && biDir !== '.') {
-    add(path.join(dataRoot, 'backing-images', biDir, path.basename(rel)));
+  // The recorded path names the file (`.../backing-images/<dir>/backing`) or,
+  // as the engine also accepts, the directory itself (`.../backing-images/<dir>`).
+  const names = path.basename(path.dirname(rel)) === 'backing-images'
+    ? [path.basename(rel)] : [path.join(path.basename(path.dirname(rel)), path.basename(rel))];
+  for (const n of names) {
+    if (n.startsWith('/') || n.startsWith('.')) continue;
+    add(path.join(dataRoot, 'backing-images', n));
     // A node's other disks: the same <name>-<uuid> directory on any given root.
-    for (const r of roots) add(path.join(path.resolve(r), 'backing-images', biDir, path.basename(rel)));
+    for (const r of roots) add(path.join(path.resolve(r), 'backing-images', n));
   }
   return out;
 }

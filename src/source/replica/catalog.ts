@@ -195,7 +195,8 @@ class ReplicaView implements CatalogView {
     return {
       chain: v.chain,
       files: [...v.disks.map((d) => d.path), ...(bi ? [bi.path] : [])],
-      roots: [r.dir],
+      // Longhorn's own directories: the replica's, and the backing image's (it must hold one file).
+      roots: [r.dir, ...(bi ? [path.dirname(bi.path)] : [])],
       warnings,
       checkNotLive: this.rootFile === r.meta.head ? (force, warn) => checkNotLive(r, force, warn) : undefined,
       close: () => undefined, // the layer files are the catalog's, shared by its views
@@ -212,16 +213,18 @@ function backingAllocated(r: Replica): number {
   }
 }
 
-/** A Dirty replica whose files another process has open for writing is attached to a running engine. */
+/**
+ * A replica whose files another process has open for writing is attached to
+ * a running engine (Dirty or not: volume.meta says Dirty only once written to).
+ */
 function checkNotLive(replica: Replica, force: boolean, warn: (m: string) => void): void {
-  if (!replica.meta.dirty) return;
   const writers = findWriters(replica.dir);
   if (writers.length === 0) return;
   const w = writers[0];
   const who = `${w.command} (pid ${w.pid}) has ${path.basename(w.file)} open for writing` +
     (writers.length > 1 ? ` (and ${writers.length - 1} more open file(s))` : '');
   if (!force) {
-    throw new ChainfsError(replica.dir, `replica is in use: volume.meta is Dirty and ${who}, ` +
+    throw new ChainfsError(replica.dir, `replica is in use: ${who}, ` +
       'so the head may change under the export. Export a snapshot instead (--snapshot NAME), ' +
       'or pass --force to export the live head anyway');
   }
