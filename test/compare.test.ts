@@ -105,6 +105,26 @@ describe('compareImages', () => {
     }
   });
 
+  it('without page-cache reads (readNoWait), the thread-pool path finds the same ranges', async () => {
+    const ca = ReplicaCatalog.open(ra.dir);
+    const cb = ReplicaCatalog.open(rb.dir);
+    try {
+      const only = (c: Chain) => ({
+        size: c.size, runs: c.runs.bind(c), read: c.read.bind(c), readAsync: c.readAsync.bind(c),
+      });
+      const va = await ca.headView().open({});
+      const vb = await cb.headView().open({});
+      const r = await compareImages(only(va.chain), only(vb.chain));
+      expect(r.differences).toEqual(EXPECTED);
+      // Small steps and chunks: pieces end inside the runs, and across the 8 MiB data boundary.
+      const r2 = await compareImages(va.chain, vb.chain, { stepBytes: 8 * KiB, chunkBytes: 12 * KiB });
+      expect(r2.differences).toEqual(EXPECTED);
+    } finally {
+      ca.close();
+      cb.close();
+    }
+  });
+
   it('a view compared with itself is identical; a snapshot against zeros differs where its data is', async () => {
     const cb = ReplicaCatalog.open(rb.dir);
     try {
