@@ -4,7 +4,7 @@
  * stderr (plus, under --json, the error document on stdout) with an exit
  * code.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
@@ -125,9 +125,10 @@ export function addSourceOptions(cmd: Command, select: boolean): Command {
   return cmd;
 }
 
-function positiveInt(flag: string, v: string): number {
+/** A usage error (exit 2, one line, like commander's own) for a bad count. */
+function positiveInt(_flag: string, v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new ChainfsError(undefined, `${flag} takes a whole number from 1 up, not ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`a whole number from 1 up, not ${JSON.stringify(v)}`);
   return n;
 }
 
