@@ -737,7 +737,8 @@ export function describeBrokenCases(cases: readonly BrokenCase[]): void {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-hardening-'));
     fs.chmodSync(tmp, 0o755); // the nobody cases must reach their files
-    await pool(cases, 4, async (c, i) => { prepared[i] = await prepare(c, i, tmp); });
+    // 3 cases at a time: each starts 5 to 7 CLI processes at once, and their guard is 8 s on 2 cores.
+    await pool(cases, 3, async (c, i) => { prepared[i] = await prepare(c, i, tmp); });
   });
   afterAll(() => {
     for (const p of prepared) if (p && isMountPoint(p.mp)) spawnSync(CHAINFS, ['umount', p.mp]);
