@@ -596,7 +596,8 @@ bool ServeFast(Fs* fs, fuse_req_t req, Node* n, uint64_t off, uint64_t len) {
   bool done = false;
   fs->inflight++;
   if (!fs->detached && Collect(fs, n, off, len, pieces, &count)) {
-    if (fs->ahead > 0) ReadAhead(fs, n, off, len);
+    // Small reads (4 KiB random I/O) skip it: one shared atomic less per request.
+    if (fs->ahead > 0 && len >= kSpliceMin) ReadAhead(fs, n, off, len);
     if (len >= kSpliceMin && ReplySpliced(req, len, pieces, count)) {
       fs->splicedReads++;
       done = true;
