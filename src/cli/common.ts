@@ -6,7 +6,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
-import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
+import type { Catalog, CatalogView, OpenedView, ViewSelector } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
 export const EXIT_FAILURE = 1;
@@ -80,17 +80,10 @@ export function action<A extends unknown[]>(fn: (...args: A) => void | Promise<v
 }
 
 /** Every option that picks a view or tunes a source, as the commands parse them. */
-export interface SourceCliOptions {
+export interface SourceCliOptions extends ViewSelector {
   backingFile?: string;
   force?: boolean;
   recoverVolumeMeta?: boolean;
-  volume?: string;
-  replica?: string;
-  snapshot?: string;
-  head?: string;
-  backup?: string;
-  backingImage?: string;
-  lvol?: string;
   /** commander's spelling of --no-backing: false when given (export's --backing BASE shares the key: a string). */
   backing?: boolean | string;
   badBlocks?: 'fail' | 'zero';
@@ -142,7 +135,7 @@ export function sourceOptions(o: SourceCliOptions & { cacheMb?: number }): impor
 }
 
 /** The view selector of parsed command options. */
-export function viewSelector(o: SourceCliOptions): import('../source/catalog').ViewSelector {
+export function viewSelector(o: SourceCliOptions): ViewSelector {
   return {
     volume: o.volume, replica: o.replica, snapshot: o.snapshot, head: o.head, backup: o.backup,
     backingImage: o.backingImage, lvol: o.lvol,
