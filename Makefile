@@ -5,12 +5,11 @@ SHELL := /bin/bash
 
 # Debian packages: the addons' build tools (g++, make, python3 for node-gyp;
 # g++ brings gcc, which the tests use to build their gatefs), libfuse3's
-# headers (libfuse3-dev, found by pkg-config) for the mount daemon, fuse3 for
-# fusermount3 (unmount; Debian's fuse3 also names it fusermount),
-# libfuse-dev (libfuse2's headers) for the tests' gatefs only (fuse2fs needs
-# libfuse2 anyway), qemu-utils (qemu-img/qemu-io: the oracle in tests),
-# e2fsprogs (mkfs.ext4 -d).
-APT_PKGS := g++ make python3 pkg-config libfuse3-dev fuse3 libfuse-dev qemu-utils e2fsprogs fuse2fs
+# headers (libfuse3-dev, found by pkg-config) for the mount daemon and the
+# tests' gatefs, fuse3 for fusermount3 (unmount; Debian's fuse3 also names it
+# fusermount), qemu-utils (qemu-img/qemu-io: the oracle in tests), e2fsprogs
+# (mkfs.ext4 -d), fuse2fs (ext4 tests; it brings libfuse2 for itself).
+APT_PKGS := g++ make python3 pkg-config libfuse3-dev fuse3 qemu-utils e2fsprogs fuse2fs
 # Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
 # (peak RSS of a child) and openssl (the hash anchor).
 BENCH_APT_PKGS := qemu-system-common fio time openssl

@@ -53,13 +53,13 @@ async function until(what: string, ok: () => boolean): Promise<void> {
 
 beforeAll(async () => {
   const bin = path.join(tmp, 'gatefs');
-  const flags = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse'], { encoding: 'utf8' }).trim().split(/\s+/);
+  const flags = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/);
   execFileSync('gcc', ['-O2', '-Wall', '-o', bin, path.join(__dirname, 'helpers', 'gatefs.c'), ...flags]);
   const source = path.join(tmp, 'source');
   fs.mkdirSync(source);
   fs.mkdirSync(gateMp);
   fs.writeFileSync(gate, '');
-  gatefs = spawn(bin, [gateMp, '-f', '-o', 'ro,direct_io'], {
+  gatefs = spawn(bin, [gateMp, '-f', '-o', 'ro'], {
     env: { ...process.env, GATEFS_SOURCE: source, GATEFS_GATE: gate }, stdio: 'ignore',
   });
   await until('gatefs to mount', () => isMounted(gateMp));

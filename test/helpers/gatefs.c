@@ -4,13 +4,16 @@
  * file behind it, close the gate, and a read of that file blocks until the
  * gate opens, with no timing involved.
  *
- *   GATEFS_SOURCE=DIR GATEFS_GATE=FILE gatefs MOUNTPOINT -f -o direct_io
+ *   GATEFS_SOURCE=DIR GATEFS_GATE=FILE gatefs MOUNTPOINT -f -o ro
  *
  * Reads proceed while FILE exists. While reads are waiting, FILE.waiting
  * holds their number (written atomically), so a test knows when a reader is
- * blocked. direct_io keeps the page cache out: every read reaches gatefs.
+ * blocked. Its files are opened direct_io, which keeps the page cache out of
+ * read(): every read reaches gatefs (a splice from its files still fills
+ * their page cache). libfuse3's high-level API, built with
+ * `pkg-config --cflags --libs fuse3`.
  */
-#define FUSE_USE_VERSION 26
+#define FUSE_USE_VERSION 31
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -47,21 +50,24 @@ static void publish_waiting(int delta) {
   pthread_mutex_unlock(&lock);
 }
 
-static int gf_getattr(const char *path, struct stat *st) {
+static int gf_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  (void)fi;
   char p[PATH_MAX];
   source_path(p, path);
   return lstat(p, st) == 0 ? 0 : -errno;
 }
 
-static int gf_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off, struct fuse_file_info *fi) {
+static int gf_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off, struct fuse_file_info *fi,
+                      enum fuse_readdir_flags flags) {
   (void)off;
   (void)fi;
+  (void)flags;
   char p[PATH_MAX];
   source_path(p, path);
   DIR *d = opendir(p);
   if (!d) return -errno;
   struct dirent *e;
-  while ((e = readdir(d)) != NULL) fill(buf, e->d_name, NULL, 0);
+  while ((e = readdir(d)) != NULL) fill(buf, e->d_name, NULL, 0, 0);
   closedir(d);
   return 0;
 }
@@ -73,6 +79,7 @@ static int gf_open(const char *path, struct fuse_file_info *fi) {
   int fd = open(p, O_RDONLY);
   if (fd < 0) return -errno;
   fi->fh = (uint64_t)fd;
+  fi->direct_io = 1;
   return 0;
 }
 
