@@ -3,17 +3,7 @@
 # (engine v1.7.0, lz4; test/fixtures/backupstore-v1.7.0), inspected, mounted,
 # read with qemu-img, verified, damaged on a copy and verified again, then
 # recovered past the bad block with --bad-blocks zero.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-chainfs() { bin/chainfs "$@"; }
-work=$(mktemp -d /var/tmp/chainfs-demo-backups.XXXXXX)
-mnt="$work/mnt"
-cleanup() {
-  if grep -qs " $mnt " /proc/mounts; then chainfs umount "$mnt" || fusermount -uz "$mnt"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. "$(dirname "$0")/demo-lib.sh" backups
 
 step "A backup target (what an NFS share or an S3 bucket holds): one volume, three backups"
 mkdir -p "$work/target"

@@ -3,17 +3,7 @@
 # replicas each that diverged, a backing image on the other disk. Which
 # replica would Longhorn pick, and why; mount every replica; compare two;
 # export the pick.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-chainfs() { bin/chainfs "$@"; }
-work=$(mktemp -d /var/tmp/chainfs-demo-node.XXXXXX)
-mnt="$work/mnt"
-cleanup() {
-  if grep -qs " $mnt " /proc/mounts; then chainfs umount "$mnt" || fusermount -uz "$mnt"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. "$(dirname "$0")/demo-lib.sh" node
 
 step "Two data roots as a node leaves them (disk1: Longhorn v1.11 cfg, disk2: a v1.6 one-key cfg)"
 # Written the way the engine writes them: sparse 4 KiB-block layers, Go-JSON metadata,

@@ -2,17 +2,7 @@
 # Longhorn v2 disks: decompress the SPDK-written sample disks, inspect them,
 # stream an lvol, mount both disks and read a replica view with qemu-img,
 # export one, unmount; the disk images are checked unchanged at the end.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-chainfs() { bin/chainfs "$@"; }
-work=$(mktemp -d /var/tmp/chainfs-demo-spdk.XXXXXX)
-mnt="$work/mnt"
-cleanup() {
-  if grep -qs " $mnt " /proc/mounts; then chainfs umount "$mnt" || fusermount -uz "$mnt"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. "$(dirname "$0")/demo-lib.sh" spdk
 
 step "Two v2 disks written by SPDK v25.05 (sparse copies, as dd conv=sparse makes them)"
 fixtures=test/fixtures/spdk-v25.05

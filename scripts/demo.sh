@@ -1,17 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a built-in sample: make a replica, inspect it, stream it,
 # mount it and read it with qemu-img, export it three ways, unmount.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-chainfs() { bin/chainfs "$@"; }
-work=$(mktemp -d /var/tmp/chainfs-demo.XXXXXX)
-mnt="$work/mnt"
-cleanup() {
-  if grep -qs " $mnt " /proc/mounts; then chainfs umount "$mnt" || fusermount -uz "$mnt"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+. "$(dirname "$0")/demo-lib.sh" replica
 
 step "A sample replica (qcow2 backing image, two snapshots, a head), as Longhorn lays it out"
 dir=$(node scripts/make-sample.js "$work/longhorn")
