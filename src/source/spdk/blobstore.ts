@@ -21,7 +21,8 @@ import { loadBlob, type Blob } from './blob';
 import { blobIdHex, blobIdOfPage, isFirstPage } from './md-page';
 import { MD_PAGE_STRUCT_SIZE, SUPER_BLOCK_SIZE, parseSuperBlock, type SuperBlock } from './super-block';
 
-/** SPDK_MD_MASK_TYPE_USED_BLOBIDS (blobstore.h `struct spdk_bs_md_mask`: type u8, length u32 in bits, bitmap). */
+/** SPDK_MD_MASK_TYPE_USED_CLUSTERS / _USED_BLOBIDS (blobstore.h `struct spdk_bs_md_mask`: type u8, length u32 in bits, bitmap). */
+const MASK_TYPE_USED_CLUSTERS = 1;
 const MASK_TYPE_USED_BLOBIDS = 2;
 /** Md pages read at once by a scan (1 MiB with 4 KiB pages). */
 const SCAN_PAGES = 256;
@@ -34,8 +35,18 @@ export interface Blobstore {
   totalClusters: number;
   /** The first cluster past the metadata region (data clusters start here). */
   firstDataCluster: number;
-  /** Clusters no live blob uses, outside the metadata (what SPDK reports as free). */
+  /**
+   * Clusters of the blobstore that are free (what SPDK reports,
+   * `spdk_bs_free_cluster_count`): after a clean unload, those clear in the
+   * used-cluster mask (`bs_load_used_clusters_cpl`, blobstore.c); else (or
+   * when the mask is unusable) those outside the metadata that no live blob
+   * claims, as SPDK's recovery counts them (`bs_load_replay_md_cpl`). A
+   * cluster a blob claims stays used when it lies past the end of a
+   * truncated image: the copy lost its data, the blobstore did not free it.
+   */
   freeClusters: number;
+  /** How `freeClusters` was counted; `blobs-partial`: some blob's metadata is unreadable, so its clusters count as free (an upper bound). */
+  freeFrom: 'cluster-mask' | 'blobs' | 'blobs-partial';
   /** How the live blobs were found. */
   enumeration: 'blobid-mask' | 'metadata-scan';
   /** Live blobs by id (the super blob included), loaded; bad ones carry `problem`. */
@@ -77,8 +88,15 @@ export function readBlobstore(fd: number, path: string, deviceSize: number, isFi
   const pagesPerCluster = sb.clusterSize / sb.mdPageSize;
   const totalClusters = Math.floor(sb.size / sb.clusterSize);
   const firstDataCluster = Math.ceil((sb.mdStart + sb.mdLen) / pagesPerCluster);
-  const freeClusters = checkClusters(blobs, totalClusters, firstDataCluster, Math.floor(deviceSize / sb.clusterSize), sb.clusterSize, path, warnings);
-  return { path, sb, deviceSize, totalClusters, firstDataCluster, freeClusters, enumeration, blobs, warnings };
+  const metadataLost = [...blobs.values()].some((b) => b.problem !== undefined);
+  let freeClusters = checkClusters(blobs, totalClusters, firstDataCluster, Math.floor(deviceSize / sb.clusterSize), sb.clusterSize, path, warnings);
+  let freeFrom: Blobstore['freeFrom'] = metadataLost ? 'blobs-partial' : 'blobs';
+  const usedInMask = sb.clean === 1 ? usedClustersFromMask(fd, path, sb, totalClusters) : undefined;
+  if (usedInMask !== undefined) {
+    freeClusters = Math.max(0, totalClusters - usedInMask);
+    freeFrom = 'cluster-mask';
+  }
+  return { path, sb, deviceSize, totalClusters, firstDataCluster, freeClusters, freeFrom, enumeration, blobs, warnings };
 }
 
 /** Blob ids from the used-blobid mask, or undefined (with a warning) when the mask is unusable. */
@@ -95,6 +113,24 @@ function blobidsFromMask(fd: number, path: string, sb: SuperBlock, warnings: str
   const ids: number[] = [];
   for (let i = 0; i < bits; i++) if (buf[5 + (i >> 3)] & (1 << (i & 7))) ids.push(blobIdOfPage(i));
   return ids;
+}
+
+/**
+ * Set bits of the used-cluster mask (the metadata clusters included, as
+ * `bs_init` claims them), or undefined when the mask is unusable (wrong
+ * type or length, past the end of the image).
+ */
+function usedClustersFromMask(fd: number, path: string, sb: SuperBlock, total: number): number | undefined {
+  const bytes = sb.usedClusterMask.len * sb.mdPageSize;
+  if (bytes === 0) return undefined;
+  const buf = Buffer.alloc(bytes);
+  const pos = sb.usedClusterMask.start * sb.mdPageSize;
+  const n = preadUpTo(fd, buf, 0, bytes, pos, (e) => ioError(path, e, pos));
+  const bits = n >= 5 ? buf.readUInt32LE(1) : -1;
+  if (n < bytes || buf[0] !== MASK_TYPE_USED_CLUSTERS || bits !== total || 5 + Math.ceil(bits / 8) > bytes) return undefined;
+  let used = 0;
+  for (let i = 0; i < bits; i++) if (buf[5 + (i >> 3)] & (1 << (i & 7))) used++;
+  return used;
 }
 
 /** Blob ids of every valid first page in the metadata region (SPDK's recovery scan). */
@@ -128,7 +164,9 @@ function scanFirstPages(fd: number, path: string, sb: SuperBlock, deviceSize: nu
 /**
  * Bounds-checks every blob's clusters (inside the blobstore, past the
  * metadata, within the device) and counts the free ones. A blob with a bad
- * cluster gets a `problem`; a cluster claimed twice is a warning.
+ * cluster gets a `problem` (its first bad cluster); a cluster claimed twice
+ * is a warning. Every claimed cluster of the blobstore counts as used, also
+ * one past the end of a truncated image and those after a blob's bad one.
  */
 function checkClusters(blobs: Map<number, Blob>, total: number, firstData: number, onDevice: number, cs: number,
   path: string, warnings: string[]): number {
@@ -143,13 +181,10 @@ function checkClusters(blobs: Map<number, Blob>, total: number, firstData: numbe
     }
     for (const [i, c] of b.clusters.entries()) {
       if (c < firstData || c >= total) {
-        b.problem = `cluster ${i} maps to device cluster ${c}, outside the data clusters ${firstData}..${total - 1}`;
-        break;
+        b.problem ??= `cluster ${i} maps to device cluster ${c}, outside the data clusters ${firstData}..${total - 1}`;
+        continue;
       }
-      if (c >= onDevice) {
-        b.problem = `cluster ${i} maps to device cluster ${c} at byte ${c * cs}, past the end of the image (${onDevice} whole clusters): truncated?`;
-        break;
-      }
+      if (c >= onDevice) b.problem ??= `cluster ${i} maps to device cluster ${c} at byte ${c * cs}, past the end of the image (${onDevice} whole clusters): truncated?`;
       if (owner[c] === 0) { owner[c] = b.id; used++; }
       else if (owner[c] !== b.id && shared++ < 3) warnings.push(`${path}: device cluster ${c} is claimed by blobs ${blobIdHex(owner[c])} and ${blobIdHex(b.id)}`);
     }

@@ -18,7 +18,7 @@ import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelec
 import { didYouMean } from '../../text';
 import type { Disk } from './disk';
 import { chainOf, type Lvol } from './lvstore';
-import { buildModel, component, type Model, type ReplicaEntry } from './model';
+import { buildModel, component, diskTags, type Model, type ReplicaEntry } from './model';
 import { renderText, spdkReport } from './report';
 
 export class SpdkCatalog implements Catalog {
@@ -36,6 +36,13 @@ export class SpdkCatalog implements Catalog {
     this.warnings = [...warnings, ...disks.flatMap((d) => [...d.lvs.bs.warnings, ...d.lvs.warnings])];
     this.model = buildModel(disks);
     for (const v of this.model.volumes) {
+      for (const r of v.replicas) {
+        const id = r.dir.split('/').pop()!;
+        if (id !== component(r.name)) this.warnings.push(`${r.disk.dev.path}: replica ${r.name} is on several disks; this copy is ${id} (disk ${disks.indexOf(r.disk) + 1})`);
+      }
+    }
+    const tags = diskTags(disks);
+    for (const v of this.model.volumes) {
       const p = v.picked;
       if (p) this.add(new SpdkView(p.disk, p.head!, `volumes/${component(v.name)}/volume.img`, 'volume', v.name, replicaWarnings(p, p.head!)));
       for (const r of v.replicas) {
@@ -51,7 +58,7 @@ export class SpdkCatalog implements Catalog {
     for (const d of disks) for (const l of d.lvs.lvols.values()) names.set(l.name, (names.get(l.name) ?? 0) + 1);
     for (const d of disks) {
       for (const l of [...d.lvs.lvols.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-        const suffix = names.get(l.name)! > 1 ? `@${d.lvs.name || d.dev.path}` : '';
+        const suffix = names.get(l.name)! > 1 ? `@${tags.get(d)}` : '';
         this.add(new SpdkView(d, l, `lvols/${component(l.name + suffix, '.img')}`, 'lvol', l.name, lvolWarnings(l)));
       }
     }
@@ -104,21 +111,36 @@ export class SpdkCatalog implements Catalog {
       if (!r.head) throw new ChainfsError(this.label, `replica ${r.name} has no head lvol on ${r.disk.dev.path} (only snapshots); pick one with --snapshot`);
       return this.byPath.get(`${r.dir}/volume.img`)!;
     }
-    const snaps = this.list.filter((v) => v.kind === 'snapshot' && v.path.startsWith(`${r.dir}/snapshots/`));
     const want = sel.snapshot;
-    let hits = snaps.filter((v) => v.name === want || v.lvol.name === want || v.path.endsWith(`/${component(want, '.img')}`));
-    if (hits.length === 0) hits = snaps.filter((v) => v.name.startsWith(want));
-    return this.one(hits, `snapshot ${JSON.stringify(want)} of replica ${r.name}`, want, snaps.map((v) => v.name), 'snapshots');
+    const snaps = this.snapshotsOf(r);
+    return this.one(this.snapshotHits(r, want), `snapshot ${JSON.stringify(want)} of replica ${r.name}`, want, snaps.map((v) => v.name), 'snapshots');
   }
 
-  /** The replica `sel` names, or the volume's salvage pick. */
+  private snapshotsOf(r: ReplicaEntry): SpdkView[] {
+    return this.list.filter((v) => v.kind === 'snapshot' && v.path.startsWith(`${r.dir}/snapshots/`));
+  }
+
+  /** The snapshot views of `r` that `want` names: by name, lvol name or file name, else by prefix. */
+  private snapshotHits(r: ReplicaEntry, want: string): SpdkView[] {
+    const snaps = this.snapshotsOf(r);
+    const hits = snaps.filter((v) => v.name === want || v.lvol.name === want || v.path.endsWith(`/${component(want, '.img')}`));
+    return hits.length ? hits : snaps.filter((v) => v.name.startsWith(want));
+  }
+
+  /**
+   * The replica `sel` names; else, with --snapshot, one whose snapshot of
+   * that name is readable (the salvage pick if its is, else the only
+   * replica whose is); else the volume's salvage pick.
+   */
   private pickReplica(sel: ViewSelector): ReplicaEntry {
     const all = this.model.volumes.flatMap((v) => v.replicas);
     if (sel.replica !== undefined) {
-      const hits = all.filter((r) => (r.name === sel.replica || r.dir.endsWith(`/${sel.replica}`)) && (sel.volume === undefined || r.volume === sel.volume));
+      // NAME, its directory's name (NAME@<disk tag>), or NAME@<lvstore name> (which two copies of one disk share).
+      const named = (r: ReplicaEntry): boolean => r.name === sel.replica || replicaId(r) === sel.replica || `${r.name}@${r.disk.lvs.name}` === sel.replica;
+      const hits = all.filter((r) => named(r) && (sel.volume === undefined || r.volume === sel.volume));
       if (hits.length === 1) return hits[0];
-      if (hits.length > 1) throw new ChainfsError(this.label, `replica ${sel.replica} is on several disks: ${hits.map((r) => r.dir.split('/').pop()).join(', ')}; name one of those`);
-      const names = all.filter((r) => sel.volume === undefined || r.volume === sel.volume).map((r) => r.name);
+      if (hits.length > 1) throw new ChainfsError(this.label, `replica ${sel.replica} is on several disks: ${hits.map(replicaId).join(', ')}; name one of those`);
+      const names = all.filter((r) => sel.volume === undefined || r.volume === sel.volume).map(replicaId);
       throw new ChainfsError(this.label, `no replica ${JSON.stringify(sel.replica)}${sel.volume ? ` of volume ${sel.volume}` : ''}; ${didYouMean(sel.replica, names, 'replicas')}`);
     }
     let vol = this.model.volumes.find((v) => v.name === sel.volume);
@@ -130,7 +152,30 @@ export class SpdkCatalog implements Catalog {
       vol = this.model.volumes[0];
     }
     if (!vol) throw new ChainfsError(this.label, `no volume ${JSON.stringify(sel.volume)}; ${didYouMean(sel.volume!, this.model.volumes.map((v) => v.name), 'volumes')}`);
-    if (!vol.picked) throw new ChainfsError(this.label, `volume ${vol.name} has no replica with a readable head: ${vol.replicas.map((r) => `${r.name}: ${r.head?.problem ?? 'no head'}`).join('; ')}`);
+    const choose = `--replica chooses from: ${vol.replicas.map(replicaId).join(', ')}`;
+    const want = sel.snapshot;
+    if (want !== undefined) {
+      const readable = (r: ReplicaEntry): boolean => { const h = this.snapshotHits(r, want); return h.length === 1 && !h[0].problem; };
+      if (vol.picked && readable(vol.picked)) return vol.picked;
+      const ok = vol.replicas.filter(readable);
+      if (ok.length === 1) return ok[0];
+      const q = JSON.stringify(want);
+      if (ok.length > 1) {
+        const why = vol.picked ? `the picked replica ${replicaId(vol.picked)} has no readable snapshot ${q}` : 'no replica has a readable head to pick';
+        throw new ChainfsError(this.label, `volume ${vol.name}: ${why}, and several replicas have it: ${ok.map(replicaId).join(', ')}; choose one with --replica`);
+      }
+      if (!vol.picked) {
+        const having = vol.replicas.filter((r) => this.snapshotHits(r, want).length > 0);
+        if (having.length === 0) {
+          const names = [...new Set(vol.replicas.flatMap((r) => this.snapshotsOf(r).map((v) => v.name)))];
+          throw new ChainfsError(this.label, `volume ${vol.name}: no replica has a snapshot ${q}; ${didYouMean(want, names, 'snapshots')}`);
+        }
+        const state = having.map((r) => { const h = this.snapshotHits(r, want); return `${replicaId(r)}: ${h.length > 1 ? `matches ${h.map((v) => v.name).join(', ')}` : h[0].problem}`; });
+        throw new ChainfsError(this.label, `volume ${vol.name}: no replica has a readable snapshot ${q} (${state.join('; ')}); ${choose}`);
+      }
+      return vol.picked;
+    }
+    if (!vol.picked) throw new ChainfsError(this.label, `volume ${vol.name} has no replica with a readable head: ${vol.replicas.map((r) => `${replicaId(r)}: ${r.head?.problem ?? 'no head'}`).join('; ')}; ${choose} (with --snapshot for a snapshot)`);
     return vol.picked;
   }
 
@@ -143,6 +188,11 @@ export class SpdkCatalog implements Catalog {
   close(): void {
     for (const d of this.disks) d.close();
   }
+}
+
+/** A replica as --replica names it: its directory's name (`<replica>` or `<replica>@<disk tag>`). */
+function replicaId(r: ReplicaEntry): string {
+  return r.dir.slice(r.dir.lastIndexOf('/') + 1);
 }
 
 /** Warnings of a replica's head or snapshot view. */

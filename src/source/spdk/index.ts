@@ -35,6 +35,8 @@ export function openSpdk(args: string[], opts: SourceOptions = {}): SpdkCatalog 
         continue;
       }
       seen.add(id);
+      const twin = disks.find((x) => x.lvs.uuid !== '' && x.lvs.uuid === d.lvs.uuid);
+      if (twin) warnings.push(`${a}: same lvstore UUID ${d.lvs.uuid} as ${twin.dev.path}: two copies of one disk?${twin.lvs.name === d.lvs.name ? ` Names on both are told apart by position (NAME@${disks.indexOf(twin) + 1}, NAME@${disks.length + 1})` : ''}`);
       disks.push(d);
     } catch (e) {
       if (!(e instanceof ChainfsError) || args.length === 1) { for (const d of disks) d.close(); throw e; }

@@ -51,8 +51,21 @@ export interface Model {
   backingImages: BackingImageEntry[];
 }
 
+/**
+ * How a name found on several disks is told apart: `<name>@<tag>`, the tag
+ * being the disk's lvstore name when no other disk given has that name,
+ * else its position on the command line (`@1`, `@2`: two copies of one
+ * disk carry the same lvstore name and UUID), as the node source does.
+ */
+export function diskTags(disks: Disk[]): Map<Disk, string> {
+  const count = new Map<string, number>();
+  for (const d of disks) count.set(d.lvs.name, (count.get(d.lvs.name) ?? 0) + 1);
+  return new Map(disks.map((d, i) => [d, d.lvs.name && count.get(d.lvs.name) === 1 ? d.lvs.name : `${i + 1}`]));
+}
+
 /** Groups the lvols of `disks` by Longhorn's names. */
 export function buildModel(disks: Disk[]): Model {
+  const tags = diskTags(disks);
   const replicas = new Map<string, ReplicaEntry>();
   const byDisk = new Map<string, string[]>();
   const backingImages: BackingImageEntry[] = [];
@@ -63,7 +76,7 @@ export function buildModel(disks: Disk[]): Model {
       if (n.role === 'backing-image') {
         const taken = biNames.has(n.backingImage!);
         biNames.add(n.backingImage!);
-        const name = taken ? `${n.backingImage}@${disk.lvs.name || disk.dev.path}` : n.backingImage!;
+        const name = taken ? `${n.backingImage}@${tags.get(disk)}` : n.backingImage!;
         backingImages.push({ disk, name, lvol: l, path: `backing-images/${component(name, '.img')}` });
         continue;
       }
@@ -83,7 +96,7 @@ export function buildModel(disks: Disk[]): Model {
   const volumes = new Map<string, VolumeEntry>();
   for (const r of replicas.values()) {
     const several = (byDisk.get(r.name) ?? []).length > 1;
-    r.dir = `volumes/${component(r.volume)}/replicas/${component(several ? `${r.name}@${r.disk.lvs.name || r.disk.dev.path}` : r.name)}`;
+    r.dir = `volumes/${component(r.volume)}/replicas/${component(several ? `${r.name}@${tags.get(r.disk)}` : r.name)}`;
     r.encrypted = r.head !== undefined && startsWithLuks(r.disk, r.head);
     r.snapshots.sort((a, b) => depth(a, r) - depth(b, r) || a.name.localeCompare(b.name));
     let v = volumes.get(r.volume);

@@ -42,7 +42,7 @@ function diskReport(d: Disk): object {
       version: bs.sb.version, clean: bs.sb.clean, clusterSize: bs.sb.clusterSize, ioUnitSize: bs.sb.ioUnitSize,
       mdPageSize: bs.sb.mdPageSize, mdStart: bs.sb.mdStart, mdLen: bs.sb.mdLen, size: bs.sb.size, superBlob: blobIdHex(bs.sb.superBlob),
     },
-    totalClusters: bs.totalClusters, dataClusters: bs.totalClusters - bs.firstDataCluster, freeClusters: bs.freeClusters,
+    totalClusters: bs.totalClusters, dataClusters: bs.totalClusters - bs.firstDataCluster, freeClusters: bs.freeClusters, freeFrom: bs.freeFrom,
     lvols: [...d.lvs.lvols.values()].sort((a, b) => a.id - b.id).map((l) => lvolReport(d, l)),
   };
 }
@@ -90,7 +90,7 @@ export function renderText(c: SpdkCatalog): string {
     const bs = d.lvs.bs;
     const cs = bs.sb.clusterSize;
     out.push(`v2 disk ${d.dev.path}: lvstore ${d.lvs.name || '?'} (${d.lvs.uuid || 'uuid unknown'})`);
-    out.push(`  ${bs.sb.clean === 1 ? 'clean' : 'dirty (not unloaded cleanly; metadata region scanned)'}, ${formatBytes(bs.sb.size)}, ${formatBytes(cs)} clusters: ${bs.totalClusters - bs.firstDataCluster} data, ${bs.freeClusters} free; ${d.lvs.lvols.size} lvols`);
+    out.push(`  ${bs.sb.clean === 1 ? 'clean' : 'dirty (not unloaded cleanly; metadata region scanned)'}, ${formatBytes(bs.sb.size)}, ${formatBytes(cs)} clusters: ${bs.totalClusters - bs.firstDataCluster} data, ${bs.freeFrom === 'blobs-partial' ? 'at most ' : ''}${bs.freeClusters} free; ${d.lvs.lvols.size} lvols`);
   }
   for (const v of c.model.volumes) {
     out.push(`volume ${v.name}`);
