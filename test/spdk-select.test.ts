@@ -64,6 +64,7 @@ describe('two copies of one disk', () => {
     expect(paths).toContain(`volumes/${VOL}/replicas/${REP}@2/snapshots/before-upgrade.img`);
     expect(paths).toContain(`lvols/${REP}@2.img`);
     expect(new Set(paths).size).toBe(paths.length);
+    expect(cat.render()).toContain(`  replica ${REP}@2 on disk-nvme1 (${b}) [equivalent]: 32.0 MiB`);
     expect(paths.filter((p) => p.includes('~'))).toEqual([]);
     const v2 = cat.select({ volume: VOL, replica: `${REP}@2` });
     expect(v2.path).toBe(`volumes/${VOL}/replicas/${REP}@2/volume.img`);

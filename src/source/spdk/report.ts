@@ -98,7 +98,9 @@ export function renderText(c: SpdkCatalog): string {
       const cs = r.disk.lvs.bs.sb.clusterSize;
       const tag = v.picked === r ? ' [picked]' : v.equivalent.includes(r) ? ' [equivalent]' : '';
       const size = r.head ? `${formatBytes(r.head.size)}, head ${formatBytes(r.head.allocatedClusters * cs)} allocated` : 'no head lvol';
-      out.push(`  replica ${r.name} on ${r.disk.lvs.name || r.disk.dev.path}${tag}: ${size}${r.encrypted ? ', ENCRYPTED (LUKS header: served as ciphertext)' : ''}`);
+      const id = r.dir.slice(r.dir.lastIndexOf('/') + 1);
+      const where = id === r.name ? r.disk.lvs.name || r.disk.dev.path : `${r.disk.lvs.name || '?'} (${r.disk.dev.path})`;
+      out.push(`  replica ${id} on ${where}${tag}: ${size}${r.encrypted ? ', ENCRYPTED (LUKS header: served as ciphertext)' : ''}`);
       if (r.head?.problem) out.push(`    PROBLEM: ${r.head.problem}`);
       else if (r.head) out.push(`    chain: ${chainOf(r.head, r.disk.lvs.lvols).map((l) => short(l, r)).join(' -> ')}`);
       for (const s of r.snapshots) {
