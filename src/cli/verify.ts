@@ -2,14 +2,17 @@
  * `chainfs verify TARGET`: checks a backup target without restoring it.
  * Every block the chosen backups reference is fetched once, decompressed
  * and checked against its checksum, as Longhorn's restore would, but past
- * the first bad one. Exit 0: clean; 1: damaged (a bad block, or a backup
- * cfg that cannot be read); 2: trouble (the target cannot be read).
+ * the first bad one. Exit 0: clean; 1: damaged (a bad block, a backup
+ * cfg that cannot be read or lists impossible blocks, blocks whose owner is
+ * unknown); 2: trouble (the target cannot be read). Under --json, trouble is
+ * the `{"error": ...}` document on stdout, as every command's failure.
  */
 import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import { formatBytes } from '../units';
 import type { VerifyReport } from '../source/backupstore/verify';
 import { action, warn } from './common';
+import { errorCode, errorDocument, jsonRequested } from './json';
 
 interface VerifyOptions {
   volume?: string;
@@ -42,6 +45,7 @@ export function verifyCommand(): Command {
         report = await run(arg, opts);
       } catch (e) {
         if (!(e instanceof ChainfsError)) throw e;
+        if (opts.json || jsonRequested()) process.stdout.write(errorDocument(errorCode(e), oneLine(e.message)));
         process.stderr.write(`chainfs: ${oneLine(e.message)}\n`);
         process.exit(EXIT_TROUBLE);
       }
@@ -81,6 +85,7 @@ function render(r: VerifyReport): string {
   const name = (b: { volume: string | null; name: string }) => (b.volume ? `${b.volume}/${b.name}` : `backing image ${b.name}`);
   for (const b of r.backups) {
     if (b.state === 'complete') lines.push(`ok       ${name(b)} (${b.blocks} blocks)`);
+    else if (b.state === 'damaged' && b.badBlocks.length === 0) lines.push(`DAMAGED  ${name(b)}: ${b.problem ?? 'damaged'}`);
     else if (b.state === 'damaged') {
       lines.push(`DAMAGED  ${name(b)}: ${b.badBlocks.length} of ${b.blocks} blocks bad`);
       for (const x of b.badBlocks) lines.push(`  offset ${x.offset} checksum ${x.checksum}: ${x.problem} (${x.detail})`);
@@ -88,7 +93,9 @@ function render(r: VerifyReport): string {
   }
   lines.push('', `${r.checkedBlocks} distinct blocks checked, ${formatBytes(r.fetchedBytes)} read; `
     + `${r.badObjects.length} bad block file(s); ${r.unreferencedBlocks} unreferenced block file(s)`
-    + `${r.unreferencedBlocks ? ' (garbage left when cleanup was skipped; harmless)' : ''}`);
+    + `${r.unreferencedBlocks ? ' (garbage left when cleanup was skipped; harmless)' : ''}`
+    + `${r.ownerUnknownBlocks ? `; ${r.ownerUnknownBlocks} block file(s) referenced by no readable cfg: owner unknown `
+      + '(a backup cfg could not be read; they may be its only copy: keep them)' : ''}`);
   lines.push(r.damaged ? 'result: DAMAGED' : 'result: clean');
   return `${lines.map((l) => oneLine(l)).join('\n')}\n`;
 }

@@ -120,7 +120,7 @@ export class BackupstoreCatalog implements Catalog {
       backingImages: this.backingImages.map((bi) => ({
         name: bi.name,
         path: backingImagePath(bi.name),
-        state: bi.cfg && !bi.problem ? 'complete' : bi.cfg ? 'in progress or failed' : 'unreadable',
+        state: backingImageState(bi),
         size: bi.cfg?.size,
         checksum: bi.cfg?.checksum,
         blocks: bi.cfg?.blockCount,
@@ -242,8 +242,23 @@ export function backingImagePath(name: string): string {
 
 export function backupState(b: BackupEntry): string {
   if (!b.cfg) return 'unreadable';
+  if (b.damaged) return 'damaged';
   if (b.cfg.createdTime === '') return 'in progress or failed';
   return b.problem ? 'unusable' : 'complete';
+}
+
+export function backingImageState(bi: BackingImageEntry): string {
+  if (!bi.cfg) return 'unreadable';
+  if (bi.damaged) return 'damaged';
+  return bi.problem ? 'in progress or failed' : 'complete';
+}
+
+/**
+ * The error of opening an entry with a problem: `where: problem`, the path
+ * once (most problems, from the cfg's parser, start with it already).
+ */
+export function problemError(where: string, problem: string): ChainfsError {
+  return problem.startsWith(`${where}: `) ? new ChainfsError(where, problem.slice(where.length + 2)) : new ChainfsError(where, problem);
 }
 
 function date(s: string | undefined): Date {
@@ -279,7 +294,7 @@ class BackupView implements CatalogView {
   }
 
   async open(chainOpts: ChainOptions): Promise<OpenedView> {
-    if (this.problem) throw new ChainfsError(this.cat.target.where(this.entry.cfgKey), this.problem);
+    if (this.problem) throw problemError(this.cat.target.where(this.entry.cfgKey), this.problem);
     const cfg = this.entry.cfg!;
     const vol = this.vol.cfg!;
     const where = this.cat.target.where(this.entry.cfgKey);
@@ -287,7 +302,7 @@ class BackupView implements CatalogView {
       // RestoreDeltaBlockBackup refuses this too (deltablock.go, "volume size is not a multiple of block size").
       throw new ChainfsError(where, `volume size ${vol.size} is not a multiple of the backup's block size ${cfg.blockSize}`);
     }
-    const map = parseBlocks(where, await this.cat.cfgText(this.entry), cfg.blockSize);
+    const map = parseBlocks(where, await this.cat.cfgText(this.entry), cfg.blockSize, vol.size);
     const warnings: string[] = [];
     const layers: Layer[] = [this.cat.blocksLayer({
       name: this.entry.name, cfgKey: this.entry.cfgKey, size: vol.size, map, pool: volumeBlocksDir(this.vol.name),
@@ -331,7 +346,7 @@ class BackupView implements CatalogView {
 
 async function openBackingImageLayer(cat: BackupstoreCatalog, bi: BackingImageEntry, view: string): Promise<Layer> {
   const where = cat.target.where(bi.cfgKey);
-  const map = parseBlocks(where, await cat.cfgText(bi), DEFAULT_BLOCK_SIZE);
+  const map = parseBlocks(where, await cat.cfgText(bi), DEFAULT_BLOCK_SIZE, bi.cfg!.size || undefined);
   return cat.blocksLayer({
     name: `backing image ${bi.name}`, cfgKey: bi.cfgKey, size: bi.cfg!.size, map, pool: BACKING_IMAGE_BLOCKS,
     compression: bi.cfg!.compression, exact: false, view,
@@ -364,7 +379,7 @@ class BackingImageView implements CatalogView {
   }
 
   async open(chainOpts: ChainOptions): Promise<OpenedView> {
-    if (this.problem) throw new ChainfsError(this.cat.target.where(this.entry.cfgKey), this.problem);
+    if (this.problem) throw problemError(this.cat.target.where(this.entry.cfgKey), this.problem);
     const layer = await openBackingImageLayer(this.cat, this.entry, this.path);
     const local = this.cat.target.localDir;
     return {

@@ -291,15 +291,34 @@ export function parseBackingImageCfg(file: string, text: string): BackingImageCf
 const ENTRY_RE = /\{\s*"Offset"\s*:\s*(\d+)\s*,\s*"BlockChecksum"\s*:\s*"([0-9a-f]{64})"\s*\}\s*,?\s*/y;
 
 /**
+ * Why a block offset (`raw`: its JSON text, quoted exactly) cannot be used,
+ * or undefined when it can. Longhorn writes `Offset` as an int64 multiple of
+ * the block size below the volume size (`backupBlock`, backupstore
+ * `deltablock.go`); restore seeks to it and writes one block
+ * (`restoreBlockToFile`), so an offset past `limit` would grow the restored
+ * file or fail on a device. JSON numbers past 2^53 lose precision in
+ * JavaScript (9007199254740993 reads as ...992): refused, never rounded.
+ */
+function offsetProblem(raw: string, off: number, blockSize: number, limit: number | undefined): string | undefined {
+  if (!/^-?\d+$/.test(raw)) return `block offset ${raw} is not a whole number`;
+  if (off < 0 || raw.startsWith('-')) return `block offset ${raw} is negative`;
+  if (!Number.isSafeInteger(off)) return `block offset ${raw} is too large to be exact (above 2^53-1)`;
+  if (off % blockSize !== 0) return `block offset ${raw} is not a multiple of the block size ${blockSize}`;
+  if (limit !== undefined && off >= limit) return `block offset ${raw} is past the end (size ${limit})`;
+  return undefined;
+}
+
+/**
  * The Blocks array of a backup or backing-image cfg as a BlockMap, sorted by
  * offset (Longhorn writes it sorted; a later duplicate offset wins, as in
- * `mergeSnapshotMap`). Throws ChainfsError naming `file` for an entry that is
- * not block-aligned or whose checksum is not 64 hex chars.
+ * `mergeSnapshotMap`). Throws ChainfsError naming `file` for an entry whose
+ * offset is unusable (see offsetProblem; `limit` is the volume's or backing
+ * image's size, when known) or whose checksum is not 64 hex chars.
  *
  * One pass straight into typed arrays: 500,000 entries (a 1 TiB volume)
  * parse in ~0.3 s without an object per entry.
  */
-export function parseBlocks(file: string, text: string, blockSize: number): BlockMap {
+export function parseBlocks(file: string, text: string, blockSize: number, limit?: number): BlockMap {
   const span = blocksSpan(text);
   if (!span) return new BlockMap(blockSize, new Float64Array(0), Buffer.alloc(0));
   const expected = countBlocks(text);
@@ -310,7 +329,8 @@ export function parseBlocks(file: string, text: string, blockSize: number): Bloc
   ENTRY_RE.lastIndex = span[1];
   for (let m = ENTRY_RE.exec(text); m && n < expected; m = ENTRY_RE.exec(text)) {
     const off = Number(m[1]);
-    if (!Number.isSafeInteger(off) || off % blockSize !== 0) throw bad(file, `block offset ${off} is not a multiple of the block size ${blockSize}`);
+    const problem = offsetProblem(m[1], off, blockSize, limit);
+    if (problem) throw bad(file, problem);
     index[n] = off / blockSize;
     checksums.write(m[2], n * 32, 32, 'hex');
     if (n > 0 && index[n] <= index[n - 1]) sorted = false;
@@ -320,8 +340,9 @@ export function parseBlocks(file: string, text: string, blockSize: number): Bloc
     const entries = parseBlocksSlowly(file, text.slice(span[1], span[2]));
     index = new Float64Array(entries.length);
     checksums = Buffer.alloc(entries.length * 32);
-    entries.forEach(([off, sum], i) => {
-      if (!Number.isSafeInteger(off) || off % blockSize !== 0) throw bad(file, `block offset ${off} is not a multiple of the block size ${blockSize}`);
+    entries.forEach(([off, raw, sum], i) => {
+      const problem = offsetProblem(raw, off, blockSize, limit);
+      if (problem) throw bad(file, problem);
       index[i] = off / blockSize;
       checksums.write(sum, i * 32, 32, 'hex');
     });
@@ -340,17 +361,22 @@ function sortBlocks(blockSize: number, index: Float64Array, checksums: Buffer): 
   return new BlockMap(blockSize, outIndex, outSums);
 }
 
-function parseBlocksSlowly(file: string, body: string): [number, string][] {
+/** [offset, its JSON text, checksum] of each entry; the texts are the Offset tokens in order, for exact messages. */
+function parseBlocksSlowly(file: string, body: string): [number, string, string][] {
   let arr: unknown;
   try {
     arr = JSON.parse(`[${body}]`);
   } catch (e) {
     throw bad(file, `invalid Blocks (${(e as Error).message})`);
   }
-  return (arr as Record<string, unknown>[]).map((b) => {
+  const entries = arr as Record<string, unknown>[];
+  const raws = [...body.matchAll(/"Offset"\s*:\s*(-?[0-9][0-9.eE+-]*)/g)].map((m) => m[1]);
+  const exact = raws.length === entries.length;
+  return entries.map((b, i) => {
     const off = typeof b?.Offset === 'number' ? b.Offset : NaN;
+    const raw = exact ? raws[i] : JSON.stringify(b?.Offset ?? null);
     const sum = typeof b?.BlockChecksum === 'string' ? b.BlockChecksum.toLowerCase() : '';
-    if (!CHECKSUM_RE.test(sum)) throw bad(file, `block at offset ${off} has no valid BlockChecksum`);
-    return [off, sum];
+    if (!CHECKSUM_RE.test(sum)) throw bad(file, `block at offset ${raw} has no valid BlockChecksum`);
+    return [off, raw, sum];
   });
 }

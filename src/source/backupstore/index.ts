@@ -5,7 +5,10 @@
  * read offline and lazily, byte for byte as Longhorn's restore would.
  * The format: ../shared/longhorn-backupstore.md.
  */
-import { ChainfsError } from '../../errors';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ChainfsError, describeErrno } from '../../errors';
+import { checkNotInSource, sourcePlaces } from '../../materialize/output';
 import type { SourceKind, SourceOptions } from '../catalog';
 import { BackupstoreCatalog } from './catalog';
 import { deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit } from './listing';
@@ -32,6 +35,15 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
   const target = await openTarget(arg.location, arg.label, opts.jobs);
   try {
     const warnings: string[] = [];
+    if (opts.cacheDir !== undefined) {
+      // Sources are never written: not even a cache inside the target directory.
+      if (target.localDir) checkNotInSource(opts.cacheDir, sourcePlaces([target.localDir]), 'the block cache (--cache-dir)');
+      const why = cacheDirProblem(opts.cacheDir);
+      if (why) {
+        warnings.push(`--cache-dir ${opts.cacheDir}: ${why}; the on-disk block cache is off (blocks are cached in memory only)`);
+        opts = { ...opts, cacheDir: undefined };
+      }
+    }
     const skipped: string[] = [];
     const jobs = Math.max(opts.jobs ?? LIST_JOBS, 2);
     const only = arg.volume ?? opts.volume; // a URL's ?volume= or --volume: list that volume only
@@ -61,4 +73,57 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
     target.close();
     throw e;
   }
+}
+
+/**
+ * Why the on-disk cache cannot live in `dir`, or undefined when it can: it
+ * is (or can be created as) a directory this process may write. Creating it
+ * is what the cache's first write would do anyway; nothing else is written.
+ */
+function cacheDirProblem(dir: string): string | undefined {
+  try {
+    makeDirs(path.resolve(dir));
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EEXIST' || err.code === 'ENOTDIR') {
+      const p = existingNonDir(dir);
+      return p === path.resolve(dir) ? 'is not a directory' : `${p} is not a directory`;
+    }
+    return `cannot be created (${describeErrno(err)})`;
+  }
+  try {
+    if (!fs.statSync(dir).isDirectory()) return 'is not a directory';
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e) {
+    return `cannot be written (${describeErrno(e as NodeJS.ErrnoException)})`;
+  }
+  return undefined;
+}
+
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdirSync spins forever
+ * where mkdir fails with ENOENT under an existing parent (/proc/x).
+ */
+function makeDirs(dir: string): void {
+  try {
+    fs.mkdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && fs.statSync(dir).isDirectory()) return;
+    if (code !== 'ENOENT' || path.dirname(dir) === dir || fs.existsSync(path.dirname(dir))) throw e;
+    makeDirs(path.dirname(dir));
+    fs.mkdirSync(dir);
+  }
+}
+
+/** `dir` itself or the ancestor of it that exists and is not a directory (what mkdir -p ran into). */
+function existingNonDir(dir: string): string {
+  for (let p = path.resolve(dir); path.dirname(p) !== p; p = path.dirname(p)) {
+    try {
+      if (!fs.statSync(p).isDirectory()) return p;
+    } catch {
+      // not there: look higher
+    }
+  }
+  return path.resolve(dir);
 }

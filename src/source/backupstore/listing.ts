@@ -10,9 +10,9 @@
  * LIST level and one GET. Up to `jobs` requests run at once.
  */
 import { ChainfsError } from '../../errors';
-import { parseBackingImageCfg, parseBackupCfg, parseBackupCfgHead, parseVolumeCfg, type BackingImageCfg, type BackupCfg, type VolumeCfg } from './cfg';
+import { parseBackingImageCfg, parseBackupCfg, parseBackupCfgHead, parseBlocks, parseVolumeCfg, type BackingImageCfg, type BackupCfg, type VolumeCfg } from './cfg';
 import {
-  BACKING_IMAGES, NAME_RE, VOLUMES, backingImageCfgKey, backupCfgKey, backupNameOfFile, backupsDir, longhornChecksum,
+  BACKING_IMAGES, DEFAULT_BLOCK_SIZE, NAME_RE, VOLUMES, backingImageCfgKey, backupCfgKey, backupNameOfFile, backupsDir, longhornChecksum,
   volumeCfgKey, volumeDir,
 } from './names';
 import { TargetMissing, type BackupTarget } from './target';
@@ -36,6 +36,8 @@ export interface BackupEntry {
   /** The cfg text, when small enough to keep. */
   text?: string;
   problem?: string;
+  /** The cfg was read but its Blocks cannot be used (an impossible offset, a bad checksum): a damaged backup. */
+  damaged?: boolean;
 }
 
 export interface VolumeEntry {
@@ -51,6 +53,8 @@ export interface BackingImageEntry {
   cfg?: BackingImageCfg;
   text?: string;
   problem?: string;
+  /** The cfg was read but its Blocks cannot be used. */
+  damaged?: boolean;
 }
 
 /** Runs `fn` over `items`, at most `n` at once, results in order. */
@@ -88,6 +92,17 @@ async function getText(t: BackupTarget, key: string): Promise<string> {
   return (await t.get(key)).toString('utf8');
 }
 
+/** The one-line problem of a block list that does not parse, or undefined. */
+function checkBlocks(parse: () => unknown): string | undefined {
+  try {
+    parse();
+    return undefined;
+  } catch (e) {
+    if (e instanceof ChainfsError) return e.message;
+    throw e;
+  }
+}
+
 function problemOf(e: unknown, t: BackupTarget, key: string): string {
   if (e instanceof TargetMissing) return `${t.where(key)}: missing`;
   if (e instanceof ChainfsError) return e.message;
@@ -112,13 +127,21 @@ export async function loadVolume(t: BackupTarget, name: string, jobs: number): P
       const { data, size } = await t.head(cfgKey, CFG_HEAD_BYTES);
       const head = data.toString('utf8');
       const partial = data.length < size ? parseBackupCfgHead(t.where(cfgKey), head) : undefined;
+      let text: string | undefined;
       if (partial) e.cfg = partial;
       else {
-        const text = data.length < size ? await getText(t, cfgKey) : head;
+        text = data.length < size ? await getText(t, cfgKey) : head;
         e.cfg = parseBackupCfg(t.where(cfgKey), text);
         if (text.length <= KEEP_CFG_BYTES) e.text = text;
       }
-      if (e.cfg.createdTime === '') {
+      // A cfg read whole has its block list checked now, so that a damaged one is listed as such
+      // (a large one, listed from its head, is checked when its view is opened or verified).
+      const blocksProblem = text !== undefined && e.cfg.createdTime !== ''
+        ? checkBlocks(() => parseBlocks(t.where(cfgKey), text!, e.cfg!.blockSize, v.cfg?.size)) : undefined;
+      if (blocksProblem) {
+        e.problem = blocksProblem;
+        e.damaged = true;
+      } else if (e.cfg.createdTime === '') {
         e.problem = `backup ${b} of volume ${name} is in progress or failed (its cfg has no CreatedTime); Longhorn refuses it too`;
       } else if (v.problem) e.problem = `volume ${name}: ${v.problem}`;
     } catch (err) {
@@ -139,7 +162,12 @@ export async function loadBackingImages(t: BackupTarget, names: string[] | undef
       const text = await getText(t, cfgKey);
       e.cfg = parseBackingImageCfg(t.where(cfgKey), text);
       if (text.length <= KEEP_CFG_BYTES) e.text = text;
-      if (e.cfg.completeTime === '') e.problem = `backing image ${name}: its backup is in progress or failed (no CompleteTime); Longhorn refuses it too`;
+      const size = e.cfg.size;
+      const blocksProblem = checkBlocks(() => parseBlocks(t.where(cfgKey), text, DEFAULT_BLOCK_SIZE, size === 0 ? undefined : size));
+      if (blocksProblem) {
+        e.problem = blocksProblem;
+        e.damaged = true;
+      } else if (e.cfg.completeTime === '') e.problem = `backing image ${name}: its backup is in progress or failed (no CompleteTime); Longhorn refuses it too`;
     } catch (err) {
       e.problem = problemOf(err, t, cfgKey);
     }

@@ -2,7 +2,7 @@
 import { table } from '../../cli/format';
 import { formatBytes } from '../../units';
 import type { BackupstoreCatalog } from './catalog';
-import { backupState } from './catalog';
+import { backingImageState, backupState } from './catalog';
 
 /** The PVC a volume belongs to, from the KubernetesStatus label (itself JSON), or ''. */
 function pvcOf(labels: Record<string, string> | undefined): string {
@@ -46,7 +46,7 @@ export function renderCatalog(c: BackupstoreCatalog): string {
     for (const bi of c.backingImages) {
       rows.push([`  ${bi.name}`, bi.cfg ? formatBytes(bi.cfg.size) : '-', bi.cfg ? String(bi.cfg.blockCount) : '-',
         bi.cfg?.compression ?? '-', bi.cfg?.checksum ? `${bi.cfg.checksum.slice(0, 16)}...` : '-',
-        bi.problem ? (bi.cfg ? 'in progress or failed' : 'unreadable') : 'complete']);
+        backingImageState(bi)]);
     }
     lines.push(table(rows));
     for (const bi of c.backingImages) if (bi.problem) lines.push(`  ${bi.name}: ${bi.problem}`);

@@ -32,9 +32,19 @@ function splitQuery(arg: string): [string, URLSearchParams | undefined] {
   return [arg.slice(0, q), new URLSearchParams(arg.slice(q + 1))];
 }
 
-/** Whether `arg` is a backup target (cheap: a URL scheme, a query, or one stat). */
+/** `scheme://...`: a URL, as Longhorn's backup target settings spell them. */
+const URL_RE = /^([a-z][a-z0-9+.-]*):\/\//i;
+
+/**
+ * Whether `arg` is a backup target (cheap: a URL scheme, a query, or one stat).
+ * Any other `scheme://` argument is claimed too unless it names an existing
+ * local path (which the other source kinds, all local, may claim): no other
+ * kind reads URLs, so an unknown scheme (azblob://, Longhorn's Azure driver)
+ * is refused by name here instead of read as a replica directory "azblob:".
+ */
 export function isBackupTarget(arg: string): boolean {
-  if (/^(s3|vfs|nfs|cifs):\/\//i.test(arg)) return true;
+  if (/^(s3|vfs|nfs|cifs|azblob):\/\//i.test(arg)) return true;
+  if (URL_RE.test(arg) && !fs.existsSync(arg)) return true;
   const [base, query] = splitQuery(arg);
   if (query && (query.has('backup') || query.has('volume') || query.has('backingImage'))) return true;
   return targetRoot(base) !== undefined;
@@ -63,7 +73,9 @@ function targetRoot(p: string): string | undefined {
 /**
  * Parses a target argument. Throws ChainfsError for `nfs://`/`cifs://`
  * (chainfs does not mount shares: the user mounts it and passes the
- * directory) and for malformed URLs.
+ * directory), for `azblob://` and any other scheme it does not read (by
+ * name), and for malformed URLs. A local path that merely looks like a URL
+ * (`dir://x` existing) is a directory.
  */
 export function parseTargetArg(arg: string): TargetArg {
   const [base, query] = splitQuery(arg);
@@ -72,8 +84,9 @@ export function parseTargetArg(arg: string): TargetArg {
     backup: query?.get('backup') ?? undefined,
     backingImage: query?.get('backingImage') ?? undefined,
   };
-  const m = /^([a-z0-9]+):\/\/(.*)$/i.exec(base);
-  if (!m) return { location: { kind: 'dir', dir: targetRoot(base) ?? path.resolve(base) }, ...sel, label: arg };
+  const m = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/is.exec(base);
+  const known = m && /^(s3|vfs|nfs|cifs|azblob)$/i.test(m[1]);
+  if (!m || (!known && fs.existsSync(base))) return { location: { kind: 'dir', dir: targetRoot(base) ?? path.resolve(base) }, ...sel, label: arg };
   const scheme = m[1].toLowerCase();
   const rest = m[2];
   if (scheme === 'nfs' || scheme === 'cifs') {
@@ -97,5 +110,10 @@ export function parseTargetArg(arg: string): TargetArg {
     const norm = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
     return { location: { kind: 's3', bucket, region, prefix: norm }, ...sel, label: arg };
   }
-  throw new ChainfsError(arg, `unknown backup target scheme ${scheme}:// (chainfs reads a directory, vfs:// or s3://)`);
+  if (scheme === 'azblob') {
+    // Longhorn's Azure Blob driver (backupstore azblob/azblob.go): chainfs has no Azure client.
+    throw new ChainfsError(arg, 'azblob:// backup targets are not read by chainfs: copy the container to a directory '
+      + "(e.g. azcopy copy 'https://ACCOUNT.blob.core.windows.net/CONTAINER/backupstore' DIR --recursive) and pass DIR");
+  }
+  throw new ChainfsError(arg, `${scheme}:// backup targets are not read by chainfs (unknown scheme; chainfs reads a directory, vfs:// or s3://)`);
 }

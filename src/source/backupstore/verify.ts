@@ -7,6 +7,12 @@
  * breaks every later backup that deduplicated against it, longhorn #1385).
  * Also reported: in-progress or failed backups, and unreferenced blocks
  * (garbage left when Longhorn's GC was skipped: harmless, but it costs).
+ * A block is garbage only when every cfg of its pool was read: Longhorn's GC
+ * refcounts over all cfgs and is skipped when any fails to load
+ * (`DeleteDeltaBlockBackup`, backupstore `deltablock.go`). When volume.cfg
+ * or a backup cfg cannot be read, an unreferenced block may be that backup's
+ * only copy: it is reported as "owner unknown" (and the target as damaged),
+ * never as garbage.
  *
  * Costs: one GET per distinct referenced block; for the garbage count a flat
  * listing of each checked block pool (one LIST per 1,000 blocks on S3).
@@ -42,9 +48,15 @@ export interface VerifyReport {
   backups: VerifiedBackup[];
   /** Distinct bad block objects, with the backups they break. */
   badObjects: { key: string; checksum: string; problem: BlockProblem; detail: string; backups: string[] }[];
-  /** Unreferenced .blk objects in the checked pools (garbage; harmless). */
+  /** Unreferenced .blk objects in the checked pools whose every cfg was read (garbage; harmless). */
   unreferencedBlocks: number;
   unreferencedKeys: string[];
+  /**
+   * Unreferenced .blk objects in pools where a cfg could not be read: they
+   * may belong to that backup (its only copy). Never garbage; damage.
+   */
+  ownerUnknownBlocks: number;
+  ownerUnknownKeys: string[];
   checkedBlocks: number;
   fetchedBytes: number;
   damaged: boolean;
@@ -69,21 +81,27 @@ export async function verifyTarget(cat: BackupstoreCatalog, sel: VerifySelection
   if (sel.volume !== undefined && vols.length === 0) throw new ChainfsError(cat.label, `no volume named ${sel.volume}`);
   const out: VerifiedBackup[] = [];
   const targets: Target[] = [];
-  const pools: { pool: string; referenced: Set<string> }[] = [];
+  /** `complete`: every cfg that may reference the pool's blocks was read. */
+  const pools: { pool: string; referenced: Set<string>; complete: boolean }[] = [];
   const onlyBi = sel.backingImage !== undefined && sel.volume === undefined && sel.backup === undefined;
   if (!onlyBi) {
     for (const v of vols) {
       const referenced = new Set<string>();
       const pool = volumeBlocksDir(v.name);
+      let complete = v.cfg !== undefined;
       for (const b of v.backups) {
         const chosen = sel.backup === undefined || b.name === sel.backup;
-        const t = await backupTarget(cat, b, pool, v.cfg === undefined ? v.problem : undefined);
-        if (t) forEachKey(t, (k) => referenced.add(k));
+        // Its blocks count as referenced even when the volume is unusable (a broken volume.cfg holds no blocks).
+        const t = await backupTarget(cat, b, pool, v.cfg?.size);
+        if (t instanceof ChainfsError) complete = false;
+        else if (t) forEachKey(t, (k) => referenced.add(k));
+        else if (!b.cfg || b.damaged) complete = false;
         if (!chosen) continue;
-        if (t) targets.push(t);
+        if (t instanceof ChainfsError) out.push(unusable(b, t.message));
+        else if (t && v.cfg) targets.push(t);
         else out.push(unusable(b));
       }
-      if (sel.backup === undefined) pools.push({ pool, referenced });
+      if (sel.backup === undefined) pools.push({ pool, referenced, complete });
     }
     if (sel.backup !== undefined && !vols.some((v) => v.backups.some((b) => b.name === sel.backup))) {
       throw new ChainfsError(cat.label, `no backup named ${sel.backup}${sel.volume ? ` in volume ${sel.volume}` : ''}`);
@@ -92,24 +110,35 @@ export async function verifyTarget(cat: BackupstoreCatalog, sel: VerifySelection
   const bis = cat.backingImages.filter((bi) => (sel.backingImage !== undefined ? bi.name === sel.backingImage
     : sel.backup === undefined && (sel.volume === undefined || vols.some((v) => v.cfg?.backingImageName === bi.name))));
   const biReferenced = new Set<string>();
+  let biComplete = true;
   for (const bi of bis) {
     const t = await backingImageTarget(cat, bi);
-    if (t) {
+    if (t instanceof ChainfsError) {
+      biComplete = false;
+      out.push({ volume: null, name: bi.name, kind: 'backing-image', state: 'damaged', blocks: bi.cfg?.blockCount ?? 0, badBlocks: [], problem: t.message });
+    } else if (t) {
       targets.push(t);
       forEachKey(t, (k) => biReferenced.add(k));
-    } else out.push({ volume: null, name: bi.name, kind: 'backing-image', state: bi.cfg ? 'in progress or failed' : 'unreadable', blocks: 0, badBlocks: [], problem: bi.problem });
+    } else {
+      if (!bi.cfg || bi.damaged) biComplete = false;
+      out.push({
+        volume: null, name: bi.name, kind: 'backing-image', blocks: bi.cfg?.blockCount ?? 0, badBlocks: [], problem: bi.problem,
+        state: !bi.cfg ? 'unreadable' : bi.damaged ? 'damaged' : 'in progress or failed',
+      });
+    }
   }
   // Every backing image of the target checked: its shared pool's garbage can be counted.
   if (sel.volume === undefined && sel.backup === undefined && sel.backingImage === undefined && cat.backingImages.length > 0) {
-    pools.push({ pool: BACKING_IMAGE_BLOCKS, referenced: biReferenced });
+    pools.push({ pool: BACKING_IMAGE_BLOCKS, referenced: biReferenced, complete: biComplete });
   }
   const badObjects = await checkBlocks(cat, targets, progress);
   out.unshift(...targets.map((t) => t.out));
   const unreferencedKeys: string[] = [];
+  const ownerUnknownKeys: string[] = [];
   for (const p of pools) {
     for (const key of await cat.target.listAll(p.pool)) {
       const m = /([0-9a-f]{64})\.blk$/.exec(key);
-      if (m && CHECKSUM_RE.test(m[1]) && !p.referenced.has(key)) unreferencedKeys.push(key);
+      if (m && CHECKSUM_RE.test(m[1]) && !p.referenced.has(key)) (p.complete ? unreferencedKeys : ownerUnknownKeys).push(key);
     }
   }
   return {
@@ -118,24 +147,39 @@ export async function verifyTarget(cat: BackupstoreCatalog, sel: VerifySelection
     badObjects,
     unreferencedBlocks: unreferencedKeys.length,
     unreferencedKeys,
+    ownerUnknownBlocks: ownerUnknownKeys.length,
+    ownerUnknownKeys,
     checkedBlocks: new Set(targets.flatMap((t) => keysOf(t))).size,
     fetchedBytes: cat.store.stats.fetchedBytes,
     // A cfg that cannot be read is a backup lost as surely as a bad block; an in-progress one is not damage.
-    damaged: out.some((b) => b.state === 'damaged' || b.state === 'unreadable'),
+    // Blocks of unknown owner may be a lost backup's only copy: damage until that cfg is repaired.
+    damaged: out.some((b) => b.state === 'damaged' || b.state === 'unreadable') || ownerUnknownKeys.length > 0,
   };
 }
 
-function unusable(b: BackupEntry): VerifiedBackup {
+/** A backup not checked: its cfg unreadable or damaged (`problem`, else the listing's), in progress, or its volume unusable. */
+function unusable(b: BackupEntry, problem?: string): VerifiedBackup {
   return {
-    volume: b.volume, name: b.name, kind: 'backup', blocks: b.cfg?.blockCount ?? 0, badBlocks: [], problem: b.problem,
-    state: b.cfg ? (b.cfg.createdTime === '' ? 'in progress or failed' : 'unreadable') : 'unreadable',
+    volume: b.volume, name: b.name, kind: 'backup', blocks: b.cfg?.blockCount ?? 0, badBlocks: [], problem: problem ?? b.problem,
+    state: !b.cfg ? 'unreadable' : problem !== undefined || b.damaged ? 'damaged' : b.cfg.createdTime === '' ? 'in progress or failed' : 'unreadable',
   };
 }
 
-async function backupTarget(cat: BackupstoreCatalog, b: BackupEntry, pool: string, volumeProblem?: string): Promise<Target | undefined> {
-  if (!b.cfg || b.cfg.createdTime === '' || volumeProblem) return undefined;
+/**
+ * The blocks of a backup to check; undefined when its cfg was not read or
+ * is in progress, a ChainfsError when its block list is damaged (a large
+ * cfg, listed from its head, is first parsed whole here).
+ */
+async function backupTarget(cat: BackupstoreCatalog, b: BackupEntry, pool: string, volumeSize?: number): Promise<Target | ChainfsError | undefined> {
+  if (!b.cfg || b.cfg.createdTime === '' || b.damaged) return undefined;
   const cfg = b.cfg;
-  const map = parseBlocks(cat.target.where(b.cfgKey), await cat.cfgText(b), cfg.blockSize);
+  let map: BlockMap;
+  try {
+    map = parseBlocks(cat.target.where(b.cfgKey), await cat.cfgText(b), cfg.blockSize, volumeSize);
+  } catch (e) {
+    if (e instanceof ChainfsError) return e;
+    throw e;
+  }
   return {
     out: { volume: b.volume, name: b.name, kind: 'backup', state: 'complete', blocks: map.length, badBlocks: [] },
     map,
@@ -146,10 +190,16 @@ async function backupTarget(cat: BackupstoreCatalog, b: BackupEntry, pool: strin
   };
 }
 
-async function backingImageTarget(cat: BackupstoreCatalog, bi: BackingImageEntry): Promise<Target | undefined> {
+async function backingImageTarget(cat: BackupstoreCatalog, bi: BackingImageEntry): Promise<Target | ChainfsError | undefined> {
   if (!bi.cfg || bi.problem) return undefined;
   const cfg = bi.cfg;
-  const map = parseBlocks(cat.target.where(bi.cfgKey), await cat.cfgText(bi), DEFAULT_BLOCK_SIZE);
+  let map: BlockMap;
+  try {
+    map = parseBlocks(cat.target.where(bi.cfgKey), await cat.cfgText(bi), DEFAULT_BLOCK_SIZE, cfg.size || undefined);
+  } catch (e) {
+    if (e instanceof ChainfsError) return e;
+    throw e;
+  }
   return {
     out: { volume: null, name: bi.name, kind: 'backing-image', state: 'complete', blocks: map.length, badBlocks: [] },
     map,
