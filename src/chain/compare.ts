@@ -6,13 +6,15 @@
  * Cost: ranges that both images resolve to zeros without data (holes all
  * the way down, zero clusters), or to the same file at the same offset (a
  * replica's snapshot against its head, replicas sharing one backing image
- * copy), are not read at all; every other byte is read
- * once from each side, sequentially: in STEP pieces straight from the page
- * cache when it holds them (no thread hop; compared while in the CPU cache),
- * else in CHUNK reads of both sides at once on the thread pool (memcmp per
- * piece, per 64 KiB and 4 KiB only where it differs). Memory: 2 x (STEP +
- * CHUNK).
+ * copy), are not read at all; every other byte is read once from each
+ * side, sequentially. Where both sides' bytes lie in plain files (the
+ * layers' mapDirect), WORKERS worker threads read and compare CHUNK spans
+ * on their own cores, STEP bytes at a time (compare-pool.ts); otherwise
+ * this thread reads STEP pieces straight from the page cache when it holds
+ * them, else CHUNK reads of both sides at once on the thread pool (memcmp
+ * per piece, per 64 KiB and 4 KiB only where it differs).
  */
+import { ComparePool, pieces } from './compare-pool';
 import type { ImageSource, ResolvedRun } from './source';
 
 /** The comparison unit: the engine's block (VolumeSectorSize). */
@@ -25,6 +27,8 @@ const CHUNK = 1 << 20;
  * on the thread pool compared on the main thread, measured about 2x slower).
  */
 const STEP = 256 << 10;
+/** Worker threads that read and compare where the layers are plain files: one per core of a small machine. */
+const WORKERS = 2;
 /** Runs are listed per window: bounded memory for the run lists of a huge, fragmented image. */
 const WINDOW = 256 << 20;
 
@@ -62,48 +66,84 @@ export interface CompareOptions {
   chunkBytes?: number;
   /** Bytes per page-cache read and compare (default STEP; a multiple of 4096): for measurements. */
   stepBytes?: number;
+  /** Worker threads (default WORKERS; 0: all on this thread). */
+  workers?: number;
 }
 
 /** Compares `a` and `b` byte for byte. Read errors (LayerReadError) propagate. */
 export async function compareImages(a: ComparableImage, b: ComparableImage, opts: CompareOptions = {}): Promise<CompareResult> {
   const common = Math.min(a.size, b.size);
-  const diffs: Difference[] = [];
-  const add = (start: number, end: number) => {
-    const last = diffs[diffs.length - 1];
-    if (last && last.start + last.length === start) last.length += end - start;
-    else diffs.push({ start, length: end - start });
-  };
+  const found: number[] = []; // [start, end) pairs, in any order: the pool answers out of order
+  const add = (start: number, end: number) => { found.push(start, end); };
   let readBytes = 0;
   const chunk = opts.chunkBytes ?? CHUNK;
   const step = opts.stepBytes ?? STEP;
   const hot = a.readNoWait && b.readNoWait ? [Buffer.allocUnsafeSlow(step), Buffer.allocUnsafeSlow(step)] : undefined;
   const cold = [Buffer.allocUnsafeSlow(chunk), Buffer.allocUnsafeSlow(chunk)];
-  for (const span of readPlan(a, b, common, chunk)) {
-    const end = span.start + span.length;
-    let pos = span.start;
-    while (pos < end) {
-      const n = Math.min(step, end - pos);
-      // Hot: both steps from the page cache, compared while they are still in the CPU cache.
-      if (hot && a.readNoWait!(hot[0], 0, n, pos) && b.readNoWait!(hot[1], 0, n, pos)) {
-        diffChunk(hot[0], hot[1], { start: pos, length: n }, add);
-        pos += n;
-        continue;
+  const workers = opts.workers ?? WORKERS;
+  const pool = ComparePool.start(workers);
+  const pending: Promise<void>[] = [];
+  try {
+    for (const span of readPlan(a, b, common, chunk)) {
+      const end = span.start + span.length;
+      const pa = pool && pieces(a, span.start, span.length);
+      const pb = pa && pieces(b, span.start, span.length);
+      if (pool && pa && pb) {
+        pending.push(pool.run(span.start, span.length, pa, pb).then((d) => { found.push(...d); }));
+        if (pending.length >= 2 * workers) await pending.shift();
+      } else {
+        await inThread(a, b, span, step, chunk, hot, cold, add);
       }
-      // Cold: up to a chunk of both sides from the disk at once (the kernel reads ahead from there).
-      const m = Math.min(chunk, end - pos);
-      await Promise.all([a.readAsync(cold[0], 0, m, pos), b.readAsync(cold[1], 0, m, pos)]);
-      diffChunk(cold[0], cold[1], { start: pos, length: m }, add);
-      pos += m;
+      readBytes += span.length;
+      opts.progress?.(end, common);
     }
-    readBytes += span.length;
-    opts.progress?.(end, common);
+    while (pending.length > 0) await pending.shift();
+  } finally {
+    await Promise.allSettled(pending); // nothing may answer after we return
+    await pool?.close();
   }
   if (a.size !== b.size) add(common, Math.max(a.size, b.size));
+  const diffs = merge(found);
   const differingBytes = diffs.reduce((s, d) => s + d.length, 0);
   return {
     identical: diffs.length === 0, sizeA: a.size, sizeB: b.size, differences: diffs, differingBytes,
     readBytes, skippedBytes: common - readBytes,
   };
+}
+
+/** One span on this thread: STEP pieces from the page cache when it holds them, else CHUNK reads on the thread pool. */
+async function inThread(a: ComparableImage, b: ComparableImage, span: Span, step: number, chunk: number,
+  hot: Buffer[] | undefined, cold: Buffer[], add: (s: number, e: number) => void): Promise<void> {
+  const end = span.start + span.length;
+  let pos = span.start;
+  while (pos < end) {
+    const n = Math.min(step, end - pos);
+    // Hot: both steps from the page cache, compared while they are still in the CPU cache.
+    if (hot && a.readNoWait!(hot[0], 0, n, pos) && b.readNoWait!(hot[1], 0, n, pos)) {
+      diffChunk(hot[0], hot[1], { start: pos, length: n }, add);
+      pos += n;
+      continue;
+    }
+    // Cold: up to a chunk of both sides from the disk at once (the kernel reads ahead from there).
+    const m = Math.min(chunk, end - pos);
+    await Promise.all([a.readAsync(cold[0], 0, m, pos), b.readAsync(cold[1], 0, m, pos)]);
+    diffChunk(cold[0], cold[1], { start: pos, length: m }, add);
+    pos += m;
+  }
+}
+
+/** [start, end) pairs in any order -> sorted, merged ranges. */
+function merge(found: number[]): Difference[] {
+  const idx = Array.from({ length: found.length / 2 }, (_, i) => i).sort((i, j) => found[2 * i] - found[2 * j]);
+  const out: Difference[] = [];
+  for (const i of idx) {
+    const s = found[2 * i];
+    const e = found[2 * i + 1];
+    const last = out[out.length - 1];
+    if (last && last.start + last.length >= s) last.length = Math.max(last.length, e - last.start);
+    else out.push({ start: s, length: e - s });
+  }
+  return out;
 }
 
 interface Span {
