@@ -57,6 +57,12 @@ demo: build
 bench: build setup-bench
 	node_modules/.bin/tsc -p bench/tsconfig.json
 	node dist/bench/bench/run.js --size $(SIZE) $(BENCH_ARGS)
+	@# The other sources' and issue rows, each printing its own table: what
+	@# changed (diff, overlays, streamed qcow2), a node of 500 replicas and
+	@# compare, a 1 TiB v2 disk.
+	node dist/bench/bench/delta.js --size $(SIZE)
+	node dist/bench/bench/node.js --compare-size $(SIZE)
+	node dist/bench/bench/spdk.js
 
 clean:
 	rm -rf dist native/build .make
