@@ -167,7 +167,11 @@ describe('mount --files', () => {
       const r = chainfs(['umount', mp]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`process ${child.pid} (sleep) has ${inside} open`);
+      expect(r.stderr).not.toMatch(/fuse2fs/); // the mount's own file mounts are not what holds it
       expect(isMounted(mp)).toBe(true);
+      // refused before anything was taken down: every files/ mount is still there
+      expect(isMounted(path.join(mp, 'files', 'volume.img'))).toBe(true);
+      expect(isMounted(path.join(mp, 'files', 'snapshots', `${ext4.snapshot}.img`))).toBe(true);
     } finally {
       child.kill('SIGKILL');
     }

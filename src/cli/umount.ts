@@ -31,8 +31,13 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
   const entry = mountAt(mp);
   if (!entry && !rec) throw new ChainfsError(mp, 'not mounted (no chainfs mount here)');
   if (entry) {
+    const { FILES_DIR, unmountFiles } = await import('./files');
+    if (!lazy) {
+      // Asked first: a busy mount is refused before anything (a --files mount) is taken down.
+      const h = withoutOwnFiles(holders(mp), `${mp}/${FILES_DIR}/`);
+      if (h.loops.length + h.processes.length + h.submounts.length > 0) throw new ChainfsError(mp, busyMessage(h));
+    }
     // --files: the fuse2fs mounts on MP/files/... hold the images open; they go first.
-    const { unmountFiles } = await import('./files');
     const left = await unmountFiles(mp, lazy);
     if (left.length > 0) throw new ChainfsError(mp, busyMessage(holders(mp)));
     const stale = isStale(mp);
@@ -51,6 +56,15 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
   // The daemon removes its own log at a clean exit; the log of one that
   // died (a stale mount) is kept: it says why.
   if (rec && !isAlive(rec.pid)) removeRecord(mp, rec.pid);
+}
+
+/** The holders that are not the mount's own --files mounts (under `filesDir`) and their fuse2fs processes. */
+function withoutOwnFiles(h: Holders, filesDir: string): Holders {
+  return {
+    loops: h.loops,
+    processes: h.processes.filter((p) => p.command !== 'fuse2fs'),
+    submounts: h.submounts.filter((m) => !m.startsWith(filesDir)),
+  };
 }
 
 /**
