@@ -168,6 +168,15 @@ describe('chainfs compare', () => {
     expect(j).toMatchObject({ identical: false, differingBytes: 4 * 4 * KiB, sizeA: 32 * MiB, sizeB: 32 * MiB });
   });
 
+  it('--workers 2: the same ranges, read and compared on worker threads', () => {
+    const r = chainfs(['compare', ra.dir, rb.dir, '--json', '--workers', '2']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(JSON.parse(String(r.stdout)).differences).toEqual(EXPECTED);
+    const same = chainfs(['compare', ra.dir, rb.dir, '--snapshot', 's1', '--workers', '2']);
+    expect(same.code, same.stderr).toBe(0);
+    expect(chainfs(['compare', ra.dir, rb.dir, '--workers', 'x']).code).toBe(2);
+  });
+
   it('--snapshot compares one snapshot across replicas: identical, exit 0', () => {
     const r = chainfs(['compare', ra.dir, rb.dir, '--snapshot', 's1']);
     expect(r.code, r.stderr).toBe(0);

@@ -7,10 +7,10 @@
  * the way down, zero clusters), or to the same file at the same offset (a
  * replica's snapshot against its head, replicas sharing one backing image
  * copy), are not read at all; every other byte is read once from each
- * side, sequentially. Where both sides' bytes lie in plain files (the
- * layers' mapDirect), WORKERS worker threads read and compare CHUNK spans
- * on their own cores, STEP bytes at a time (compare-pool.ts); otherwise
- * this thread reads STEP pieces straight from the page cache when it holds
+ * side, sequentially. With workers, where both sides' bytes lie in plain
+ * files (the layers' mapDirect), worker threads read and compare CHUNK
+ * spans on their own cores, STEP bytes at a time (compare-pool.ts);
+ * otherwise this thread reads STEP pieces straight from the page cache when it holds
  * them, else CHUNK reads of both sides at once on the thread pool (memcmp
  * per piece, per 64 KiB and 4 KiB only where it differs).
  */
@@ -27,8 +27,13 @@ const CHUNK = 1 << 20;
  * on the thread pool compared on the main thread, measured about 2x slower).
  */
 const STEP = 256 << 10;
-/** Worker threads that read and compare where the layers are plain files: one per core of a small machine. */
-const WORKERS = 2;
+/**
+ * Worker threads by default: none. Two workers on the 2-core development VM
+ * measured no faster than this thread (1.3 s against 1.2 s for 4 GiB hot,
+ * the machine shared with other work); on idle cores they can be, so
+ * `compare --workers N` offers them.
+ */
+const WORKERS = 0;
 /** Runs are listed per window: bounded memory for the run lists of a huge, fragmented image. */
 const WINDOW = 256 << 20;
 
