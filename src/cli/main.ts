@@ -12,7 +12,7 @@ import { umountCommand } from './umount';
 
 export function program(): Command {
   const p = new Command('chainfs')
-    .description('Read Longhorn v1 replica chains offline: inspect, map, cat, mount, export')
+    .description('Read Longhorn data offline, never writing to it: replica directories, data roots (a whole node), backup targets (a directory or S3) and v2 disks (SPDK lvstores)')
     .version(require('../../package.json').version)
     .exitOverride();
   // Usage errors as one line like every other error: `chainfs: unknown option '--x'`.
