@@ -37,6 +37,7 @@ export class ReplicaCatalog implements Catalog {
   private readonly prefix: string;
   private list: ReplicaView[] | undefined;
   private reportMemo: ReplicaReport | undefined;
+  private backingMemo: { problem: string | undefined } | undefined;
 
   private constructor(replica: Replica, prefix: string) {
     this.replica = replica;
@@ -62,19 +63,10 @@ export class ReplicaCatalog implements Catalog {
     return this.replica.warnings;
   }
 
-  /**
-   * Why the backing image cannot be opened (unknown format, a bad qcow2
-   * header), or undefined: every view needs it, so each fails with it.
-   * Opening it reads its header only.
-   */
+  /** Why the backing image cannot be opened, if it cannot: every view needs it (memoized; the image is not kept open). */
   backingProblem(): string | undefined {
-    try {
-      this.layers.backing();
-      return undefined;
-    } catch (e) {
-      if (!(e instanceof ChainfsError)) throw e;
-      return e.message;
-    }
+    if (this.backingMemo === undefined) this.backingMemo = { problem: this.layers.backingProblem() };
+    return this.backingMemo.problem;
   }
 
   views(): CatalogView[] {

@@ -58,11 +58,33 @@ export class LayerSet {
         this.backingImage = null;
       } else {
         const img = openImage(loc.path);
-        this.warnings.push(...img.warnings);
+        for (const w of img.warnings) if (!this.warnings.includes(w)) this.warnings.push(w); // opened again after a check
         this.backingImage = { path: loc.path, size: fs.statSync(loc.path).size, format: img.format, layer: img.layer };
       }
     }
     return this.backingImage;
+  }
+
+  /**
+   * Why the backing image cannot be opened (not found, an unknown format, a
+   * bad qcow2 header), or undefined. Reads its header, then closes it again
+   * unless a view already holds it: a node of 500 replicas is listed without
+   * keeping 500 images open.
+   */
+  backingProblem(): string | undefined {
+    const held = this.backingImage !== undefined;
+    try {
+      this.backing();
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof ChainfsError)) throw e;
+      return e.message;
+    } finally {
+      if (!held && this.backingImage) {
+        this.backingImage.layer.close();
+        this.backingImage = undefined;
+      }
+    }
   }
 
   /** The view of volume.meta's head (snapshot undefined) or of a snapshot (as `Replica.findSnapshot` takes it). */
