@@ -270,7 +270,7 @@ describe('a live replica', () => {
 
     const out = path.join(tmp, 'live.raw');
     const line = oneLineError(chainfs(['export', live.dir, out, '--quiet']));
-    expect(line).toContain(`replica is in use: volume.meta is Dirty and sleep (pid ${holder.pid}) has ${live.views[0].file} open for writing`);
+    expect(line).toContain(`replica is in use: sleep (pid ${holder.pid}) has ${live.views[0].file} open for writing`);
     expect(line).toContain('Export a snapshot instead (--snapshot NAME), or pass --force');
     expect(leftovers(out)).toEqual([]);
 
