@@ -13,6 +13,7 @@ import type { ChainOptions } from '../chain/chain';
 import type { ChangedRange } from '../chain/diff';
 import { namedView } from '../source/named';
 import { formatBytes } from '../units';
+import { errorCode, errorDocument } from './json';
 import { addSourceOptions, openCatalog, viewSelector, warn, type SourceCliOptions } from './common';
 
 const EXIT_TROUBLE = 2;
@@ -39,6 +40,7 @@ export function diffCommand(): Command {
       } catch (e) {
         if (!(e instanceof ChainfsError)) throw e;
         process.stderr.write(`chainfs: ${oneLine(e.message)}\n`);
+        if (opts.json) process.stdout.write(errorDocument(errorCode(e), oneLine(e.message)));
         process.exit(EXIT_TROUBLE);
       }
       process.exit(changed ? 1 : 0);
