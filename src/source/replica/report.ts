@@ -33,6 +33,8 @@ export interface SnapshotReport extends DiskReport {
   inChain: boolean;
   /** Why its view cannot be opened, if it cannot. */
   problem?: string;
+  /** Off the head's chain: the newest snapshot of the head's chain below it (where the branch starts), or null. */
+  branchesFrom?: string | null;
 }
 
 /** A head file other than volume.meta's head, selectable as `--head FILE` and mounted under heads/. */
@@ -97,7 +99,9 @@ export function replicaReport(layers: LayerSet): ReplicaReport {
   warnings.push(...layers.warnings, ...copiedWarnings(chain, !!backing));
   const snapshots: SnapshotReport[] = r.snapshots().map((d) => {
     const problem = r.chainProblem(d.file);
-    return { ...diskReport(d), inChain: inChain.has(d.file), ...(problem ? { problem } : {}) };
+    const off = !inChain.has(d.file);
+    const branchesFrom = off && !problem ? r.chain(d.file).find((x) => inChain.has(x.file))?.name ?? null : undefined;
+    return { ...diskReport(d), inChain: !off, ...(problem ? { problem } : {}), ...(branchesFrom !== undefined ? { branchesFrom } : {}) };
   });
   const heads: HeadReport[] = r.otherHeads().map((d) => {
     const problem = r.chainProblem(d.file);
@@ -150,12 +154,20 @@ export function renderReplica(r: ReplicaReport): string {
     if (r.backing) rows.push(['  0', path.join(path.basename(path.dirname(r.backing.path)), path.basename(r.backing.path)), `backing ${r.backing.format}`, formatBytes(r.backing.virtualSize), formatBytes(r.backing.allocatedBytes), '', '']);
     lines.push(table(rows));
   }
-  const off = r.snapshots.filter((s) => !s.inChain);
+  // Off the chain, in the order they were created (then the shorter chain first), with where each branch starts.
+  const byFile = new Map(r.snapshots.map((s) => [s.file, s]));
+  const depth = (s: SnapshotReport): number => {
+    let n = 0;
+    for (let p = byFile.get(s.parent); p && n < byFile.size; p = byFile.get(p.parent)) n++;
+    return n;
+  };
+  const off = r.snapshots.filter((s) => !s.inChain)
+    .sort((a, b) => a.created.localeCompare(b.created) || depth(a) - depth(b) || a.file.localeCompare(b.file));
   if (off.length) {
-    lines.push('', r.headProblem ? 'snapshots:' : "snapshots not in the head's chain (after a revert):");
-    lines.push(table([['  NAME', 'PARENT', 'SIZE', 'ALLOCATED', 'CREATED', 'FLAGS'],
-      ...off.map((s) => [`  ${s.name}`, s.parent || '-', formatBytes(s.size), formatBytes(s.allocatedBytes), s.created,
-        s.problem ? `unreadable: ${s.problem}` : flags(s)])]));
+    lines.push('', r.headProblem ? 'snapshots:' : "snapshots not in the head's chain (after a revert), oldest first:");
+    lines.push(table([['  FILE', 'KIND', 'SIZE', 'ALLOCATED', 'CREATED', 'FLAGS', 'BRANCHES FROM'],
+      ...off.map((s) => [`  ${s.file}`, s.kind, formatBytes(s.size), formatBytes(s.allocatedBytes), s.created,
+        s.problem ? `unreadable: ${s.problem}` : flags(s), s.problem ? '' : s.branchesFrom ?? '(below the chain)'])]));
   }
   for (const s of r.snapshots.filter((x) => x.inChain && x.problem)) lines.push(`snapshot ${s.name}: unreadable: ${s.problem}`);
   if (r.heads.length) {
