@@ -16,6 +16,7 @@ import { chainfs, chainfsOk } from './helpers/cli';
 import { buildExt4Replica, hashTree, type Ext4Replica } from './helpers/ext4-replica';
 import { isMounted, mountReplica, unmountAll } from './helpers/mount';
 import { encodeDiskMeta, encodeVolumeMeta, writeMetaFile } from './helpers/replica-meta';
+import { untilRunning } from './helpers/processes';
 
 const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
 afterEach(breathe);
@@ -108,19 +109,6 @@ describe('inspect: what a view holds', () => {
     expect(chainfsOk(['inspect', parted, '--no-contents']).toString()).not.toMatch(/contents/);
   });
 });
-
-/** Waits until `pid` runs `comm` (a spawned child is `node` until its exec). */
-async function untilRunning(pid: number | undefined, comm: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`process ${pid} did not start ${comm}`);
-}
 
 describe('mount --files', () => {
   it('shows the files of every ext4 view under MP/files/<view path>/, read-only, with no loop device', () => {

@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chainfs } from './helpers/cli';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
 import { noBacking, removed } from './helpers/scenarios';
+import { untilRunning } from './helpers/processes';
 
 const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
 afterEach(breathe);
@@ -73,19 +74,6 @@ describe('as a non-root user', () => {
     expect(chainfs(['inspect', filesClosed.dir]).stdout.toString()).not.toMatch(ROOT_HINT);
   });
 });
-
-/** Waits until `pid` runs `comm` (a spawned child is `node` until its exec). */
-async function untilRunning(pid: number | undefined, comm: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`process ${pid} did not start ${comm}`);
-}
 
 describe('a live writer', () => {
   it('inspect names the process that has a replica file open for writing (text and JSON)', async () => {

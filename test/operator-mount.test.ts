@@ -14,6 +14,7 @@ import { chainfs, chainfsOk } from './helpers/cli';
 import { isMounted, mountReplica, unmountAll } from './helpers/mount';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
 import { revert } from './helpers/scenarios';
+import { untilRunning } from './helpers/processes';
 
 const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
 afterEach(breathe);
@@ -118,19 +119,6 @@ describe('chainfs mounts', () => {
     expect(fs.existsSync(record(mp))).toBe(false);
   });
 });
-
-/** Waits until `pid` runs `comm` (a spawned child is `node` until its exec). */
-async function untilRunning(pid: number | undefined, comm: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`process ${pid} did not start ${comm}`);
-}
 
 describe('chainfs mounts without a record', () => {
   it('lists a chainfs mount whose record is elsewhere (another user\'s run directory) from the mount table', () => {
