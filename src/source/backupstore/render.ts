@@ -1,5 +1,5 @@
 /** `inspect` text for a backup target: volumes, their backups, backing images, warnings. */
-import { table } from '../../cli/format';
+import { table } from '../../text';
 import { formatBytes } from '../../units';
 import type { BackupstoreCatalog } from './catalog';
 import { backingImageState, backupState } from './catalog';
