@@ -99,3 +99,18 @@ describe('a BackingFilePath that names the backing image directory', () => {
     expect(a.stdout.equals(chainfs(['cat', r.dir]).stdout)).toBe(true);
   });
 });
+
+describe('what the user names, said plainly', () => {
+  it('an OUT directory that does not exist says so', () => {
+    oneLine(chainfs(['export', r.dir, path.join(tmp, 'no-such-dir') + '/', '-q']), /no-such-dir\/: no such directory/);
+  });
+
+  it("--backing-file naming one of the replica's own layers is refused; one for a volume without a backing image is used with a warning", () => {
+    const layer = path.join(r.dir, r.views[1].file);
+    oneLine(chainfs(['cat', r.dir, '--backing-file', layer]), /is a file of the replica directory itself, not a backing image/);
+    const plain = buildReplica({ ...rawBacking, name: 'plain', backing: undefined }, tmp);
+    const res = chainfs(['cat', plain.dir, '--backing-file', r.backingPath!]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stderr).toMatch(/warning: .*names no backing image \(BackingFilePath is empty\); using --backing-file .* anyway/);
+  });
+});

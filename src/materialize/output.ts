@@ -40,6 +40,8 @@ export function planOutput(out: string, kind: OutputKind, overwrite: boolean, so
   sourceFiles: string[]): OutputPlan {
   const base = path.basename(path.resolve(out));
   if (base === '' || base === '.' || base === '..' || (out.endsWith('/') && kind === 'file')) {
+    // `OUT/` names a directory (an existing one was taken as the place to write into before this).
+    if (out.endsWith('/') && base !== '' && !fs.existsSync(out)) throw new ChainfsError(out, 'no such directory');
     throw new ChainfsError(out, 'not a file name for the output');
   }
   const dir = realDirectory(path.dirname(path.resolve(out)), out);

@@ -99,6 +99,13 @@ export class Replica {
     if (opts.backingFile || meta.backingFilePath) {
       try {
         backing = locateBacking(abs, meta.backingFilePath, opts.backingFile, opts.backingRoots);
+        if (opts.backingFile && path.dirname(backing.path) === fs.realpathSync(abs)) {
+          // A layer of the replica itself under its own chain would read as nonsense.
+          throw new ChainfsError(opts.backingFile, 'is a file of the replica directory itself, not a backing image (--backing-file)');
+        }
+        if (opts.backingFile && !meta.backingFilePath && !recovered) {
+          warnings.push(`${metaPath}: names no backing image (BackingFilePath is empty); using --backing-file ${opts.backingFile} under the chain anyway`);
+        }
       } catch (e) {
         if (!(e instanceof ChainfsError)) throw e;
         backing = e; // every view needs it: each fails with this, inspect still reports
