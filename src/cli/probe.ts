@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { CatalogView } from '../source/catalog';
+import type { CatalogView, OpenedView } from '../source/catalog';
 import { formatBytes } from '../units';
 
 /** Bytes probed: partition tables (MBR, GPT's header and entries) and superblocks (ext4 at 1 KiB, XFS at 0, btrfs at 64 KiB) lie within. */
@@ -116,14 +116,19 @@ export async function probeViews(views: CatalogView[]): Promise<ViewContents[]> 
   }
 }
 
+/** The view opened, or undefined when it cannot be (inspect's report already says why). */
+async function openOrNothing(v: CatalogView): Promise<OpenedView | undefined> {
+  try {
+    return await v.open({});
+  } catch {
+    return undefined;
+  }
+}
+
 /** Copies a local view's first MiB into a sparse file of its size; undefined when it is remote or cannot be read. */
 async function copyViewHead(v: CatalogView, file: string): Promise<number | undefined> {
-  let opened;
-  try {
-    opened = await v.open({});
-  } catch {
-    return undefined; // inspect's report already says why
-  }
+  const opened = await openOrNothing(v);
+  if (!opened) return undefined;
   try {
     if (opened.chain.layers.some((l) => l.asyncOnly)) return undefined; // remote: not cheap
     const fd = fs.openSync(file, 'w', 0o600);
@@ -168,12 +173,8 @@ function parseExport(text: string): Probed & { ptType: string | null } {
  * remote (unless `remote`: `mount --files` reads a backup's first MiB too).
  */
 export async function probeView(v: CatalogView, tmpFile: string, remote = false): Promise<ViewContents | undefined> {
-  let opened;
-  try {
-    opened = await v.open({});
-  } catch {
-    return undefined; // inspect's report already says why
-  }
+  const opened = await openOrNothing(v);
+  if (!opened) return undefined;
   try {
     const chain = opened.chain;
     const isRemote = chain.layers.some((l) => l.asyncOnly);
