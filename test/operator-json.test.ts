@@ -6,6 +6,7 @@
  * warnings are {code, message, file?}; a failure with --json is
  * {"error": {code, message}} on stdout besides the stderr line.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -218,6 +219,20 @@ describe('a failure with --json', () => {
       expect(r.stderr.trim().split('\n').pop()).toBe(`chainfs: ${doc.error.message}`);
     });
   }
+
+  it('a FIFO where the head\'s .meta should be: corrupt, not not-a-source', () => {
+    const dir = path.join(tmp, 'fifo-meta');
+    fs.cpSync(plain.dir, dir, { recursive: true });
+    const meta = fs.readdirSync(dir).find((f) => /^volume-head-\d+\.img\.meta$/.test(f))!;
+    fs.rmSync(path.join(dir, meta));
+    execFileSync('mkfifo', [path.join(dir, meta)]);
+    const r = chainfs(['map', '--json', dir]);
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.stdout.toString()) as { error: { code: string; message: string } };
+    expect(doc.error.message).toMatch(/not a regular file/);
+    expect(doc.error.code).toBe('corrupt');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   it('without --json, stdout stays empty', () => {
     const r = chainfs(['map', '--snapshot', 'nope', plain.dir]);

@@ -58,6 +58,8 @@ const ERROR_CODES: ReadonlyArray<readonly [string, RegExp]> = [
   ['busy', /busy/],
   ['in-use', /in use|Rebuilding|being written/],
   ['changed', /changed during/],
+  // A file inside the source that is not a regular file (a FIFO .meta, a directory for a layer) is damage, not a wrong argument.
+  ['corrupt', /(metadata|disk|layer) file is .*not a regular file|\.(meta|cfg|img|checksum)(: | )is .*not a regular file/],
   ['not-a-source', /not a Longhorn|is this a Longhorn|not an SPDK|is neither|not a directory|not a regular file|expected a Longhorn/],
   ['not-found', /no such file|^(.*: )?no [\w-]+|not mounted|does not exist|is gone/i],
   ['corrupt', /invalid|corrupt|checksum|cycle|mismatch|too (large|short)|out of range/i],
