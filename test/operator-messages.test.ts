@@ -75,6 +75,28 @@ describe('as a non-root user', () => {
   });
 });
 
+describe('mount as a non-root user', () => {
+  it('/dev/fuse only root may open: one line, permission denied, run as root; nothing mounted', () => {
+    const open = (fs.statSync('/dev/fuse').mode & 0o006) === 0o006;
+    const readable = buildReplica({ ...noBacking, name: 'readable' }, tmp);
+    traversable(readable.dir);
+    fs.chmodSync(readable.dir, 0o755);
+    const mp = path.join(tmp, 'mp-nobody');
+    fs.mkdirSync(mp, { mode: 0o777 });
+    fs.chmodSync(mp, 0o777);
+    const r = chainfs(['mount', readable.dir, mp], NOBODY);
+    if (open) { // a machine where anyone may open /dev/fuse: the mount works as nobody (fusermount3)
+      expect(r.code, r.stderr).toBe(0);
+      chainfs(['umount', mp]);
+      return;
+    }
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toEqual([expect.stringMatching(/^chainfs: \/dev\/fuse: permission denied: run chainfs as root/)]);
+    expect(fs.readFileSync('/proc/self/mounts', 'utf8')).not.toContain(mp);
+  });
+});
+
 describe('a live writer', () => {
   it('inspect names the process that has a replica file open for writing (text and JSON)', async () => {
     const head = path.join(dirty.dir, fs.readdirSync(dirty.dir).filter((n) => /^volume-head-\d{3}\.img$/.test(n))[0]);

@@ -98,7 +98,7 @@ function checkMountPoint(mp: string): void {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new ChainfsError('/dev/fuse', 'not available: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse');
     }
-    throw new ChainfsError('/dev/fuse', 'permission denied: mounting needs root, or membership of the group that owns /dev/fuse (often "fuse")');
+    throw new ChainfsError('/dev/fuse', 'permission denied: run chainfs as root (e.g. with sudo); mounting also works for members of the group that owns /dev/fuse (often "fuse")');
   }
 }
 
