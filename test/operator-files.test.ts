@@ -89,7 +89,49 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+/**
+ * A replica whose snapshot is `parted`'s volume and whose head holds one
+ * 4 KiB block: partition 1's superblock relabelled "after" (past the first
+ * MiB), so the two views share the first MiB but not the partition's label.
+ */
+function buildRelabelled(dir: string): string {
+  const rep = path.join(dir, 'longhorn', 'replicas', 'pvc-relabel-0badf00d');
+  fs.mkdirSync(rep, { recursive: true });
+  const base = path.join(parted, 'volume-head-000.img');
+  const size = fs.statSync(base).size;
+  fs.copyFileSync(base, path.join(rep, 'volume-snap-s1.img'));
+  const part = path.join(dir, 'p1.raw');
+  const all = fs.readFileSync(base);
+  fs.writeFileSync(part, all.subarray(MiB, 11 * MiB));
+  execFileSync('tune2fs', ['-L', 'after', part], { stdio: 'ignore' });
+  const head = path.join(rep, 'volume-head-001.img');
+  fs.writeFileSync(head, '');
+  fs.truncateSync(head, size);
+  const fd = fs.openSync(head, 'r+');
+  fs.writeSync(fd, fs.readFileSync(part).subarray(0, 4096), 0, 4096, MiB);
+  fs.closeSync(fd);
+  const disk = (name: string, parent: string) => encodeDiskMeta({
+    Name: name, Parent: parent, Removed: false, UserCreated: true, Created: '2024-05-01T10:00:00Z', Labels: null,
+  });
+  writeMetaFile(path.join(rep, 'volume-snap-s1.img.meta'), disk('volume-snap-s1.img', ''));
+  writeMetaFile(path.join(rep, 'volume-head-001.img.meta'), disk('volume-head-001.img', 'volume-snap-s1.img'));
+  writeMetaFile(path.join(rep, 'volume.meta'), encodeVolumeMeta({
+    Size: size, Head: 'volume-head-001.img', Dirty: false, Rebuilding: false, Error: '', Parent: 'volume-snap-s1.img', SectorSize: 512, BackingFilePath: '',
+  }));
+  return rep;
+}
+
 describe('inspect: what a view holds', () => {
+  it('views with the same first MiB share one probe of it, but each view\'s partitions are its own', () => {
+    const rep = buildRelabelled(fs.mkdtempSync(path.join(tmp, 'relabel-')));
+    const j = JSON.parse(chainfsOk(['inspect', rep, '--json']).toString());
+    const of = (v: string) => (j.contents as Array<{ view: string; ptType: string; partitions: Array<{ number: number; label: string }> }>).find((c) => c.view === v)!;
+    expect(of('volume.img').ptType).toBe('dos');
+    expect(of('snapshots/s1.img').ptType).toBe('dos');
+    expect(of('volume.img').partitions.find((p) => p.number === 1)?.label).toBe('after');
+    expect(of('snapshots/s1.img').partitions.find((p) => p.number === 1)?.label).toBe('pdata');
+  });
+
   it('names the file system of each view, and a partition table with its partitions at their offsets', () => {
     const j = JSON.parse(chainfsOk(['inspect', ext4.dir, '--json']).toString());
     const uuid = execFileSync('blkid', ['-p', '-o', 'value', '-s', 'UUID', path.join(path.dirname(path.dirname(ext4.dir)), 'backing-images', 'bi-ext4-0badcafe', 'backing')], { encoding: 'utf8' }).trim();
