@@ -3,8 +3,8 @@
 //
 // Why not fuse-native: it hands every request to Node's main thread and
 // back (uv_async + a semaphore), which caps 4 KiB O_DIRECT random reads
-// below qemu-storage-daemon's. Here the tree (a few nodes, fixed at mount:
-// inode = index + 1) is served from C, and a read of a view is served on the
+// below qemu-storage-daemon's. Here the tree (inode = index + 1; fixed at
+// mount but for lazy directories, below) is served from C, and a read of a view is served on the
 // libfuse thread that received it, as long as the regions it touches have
 // been *published* by JS: each region's resolved runs as file pieces (fd,
 // offset delta, file end: a chain file or raw image at the same offsets, a
@@ -23,6 +23,18 @@
 // than handing libfuse the layer fds) lets a short or failed piece fall
 // back to pread, and then to JS, which words the error, before anything is
 // sent. Smaller reads pread into a buffer of the thread.
+//
+// The node table grows while mounted: a directory flagged lazy (a backup
+// target's volumes/<volume>/backups/) gets its entries from JS on its first
+// lookup or opendir (kExpand; the libfuse thread waits, others go on), and
+// JS adds them with addNodes. One writer (Node's main thread) appends nodes
+// to a segmented table (fixed chunks of node pointers that never move) and
+// publishes the new count with a release store; a directory's entries are an
+// immutable Children set published once, also with a release store, after
+// the nodes it names. Readers (libfuse threads) take no lock for the tree:
+// an acquire load of the count or of the Children pointer makes everything
+// they can reach visible. Nodes and Children are never freed (they live as
+// long as the mount handle, the process).
 //
 // The published runs live in a two-level table per view (chunks of 256
 // regions allocated on demand) under one rwlock held only to copy a read's
@@ -49,6 +61,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -68,7 +81,11 @@ constexpr double kTimeout = 1.0;  // attribute and entry cache, seconds (libfuse
 constexpr int64_t kZero = -1;  // run fd: zeros
 constexpr int64_t kSlow = -2;  // run fd: only JS can read it
 
-enum Op { kOpen = 0, kRead = 1, kSize = 2, kExit = 3, kResolve = 4, kAhead = 5 };
+enum Op { kOpen = 0, kRead = 1, kSize = 2, kExit = 3, kResolve = 4, kAhead = 5, kExpand = 6 };
+
+constexpr int kNodeChunkShift = 12;  // 4,096 node pointers per chunk
+constexpr size_t kNodeChunk = size_t{1} << kNodeChunkShift;
+constexpr size_t kNodeChunks = 4096;  // up to 16 Mi nodes
 
 struct Run {
   uint64_t off;  // view offset
@@ -85,12 +102,20 @@ struct Region {
 
 size_t RegionBytes(uint32_t count) { return sizeof(Region) + (count - 1) * sizeof(Run); }
 
+// A directory's entries, in order and by name; immutable once published.
+struct Children {
+  std::vector<int> order;
+  std::unordered_map<std::string, int> byName;
+};
+
 struct Node {
   std::string path;
   std::string name;  // the last component ("" for the root)
   int parent = -1;
   bool dir = false;
   bool view = false;
+  bool lazy = false;  // a directory whose entries JS lists on first use
+  bool direct = false;  // a file whose size is known once opened (served direct_io, st_size 0 until then)
   uint32_t mode = 0;
   std::atomic<int64_t> size{0};  // -1: ask JS (chain.json, built on first use)
   std::atomic<int64_t> blocks{0};
@@ -102,6 +127,32 @@ struct Node {
   std::atomic<uint64_t> asked{0};  // 1 + the last region JS was asked to publish ahead
   int index = 0;  // in Fs::nodes
   std::vector<Region**> chunks;  // under Fs::lock
+  std::atomic<const Children*> children{nullptr};  // a directory's entries; null: a lazy one not listed yet
+};
+
+// The nodes, by index: appended by one thread (JS's), read by any.
+class NodeTable {
+ public:
+  size_t size() const { return count_.load(std::memory_order_acquire); }
+  // The node at i < size().
+  Node* at(size_t i) const { return chunks_[i >> kNodeChunkShift].load(std::memory_order_relaxed)[i & (kNodeChunk - 1)]; }
+  // Stores n at index size() + pending; visible to readers at publish(). False when full.
+  bool stage(size_t pending, Node* n) {
+    size_t i = count_.load(std::memory_order_relaxed) + pending;
+    if ((i >> kNodeChunkShift) >= kNodeChunks) return false;
+    Node** chunk = chunks_[i >> kNodeChunkShift].load(std::memory_order_relaxed);
+    if (!chunk) {
+      chunk = new Node*[kNodeChunk]();
+      chunks_[i >> kNodeChunkShift].store(chunk, std::memory_order_relaxed);
+    }
+    chunk[i & (kNodeChunk - 1)] = n;
+    return true;
+  }
+  void publish(size_t added) { count_.store(count_.load(std::memory_order_relaxed) + added, std::memory_order_release); }
+
+ private:
+  std::atomic<Node**> chunks_[kNodeChunks] = {};
+  std::atomic<size_t> count_{0};
 };
 
 // One call into JS: the libfuse thread waits on `done` for the answer.
@@ -120,13 +171,13 @@ void CallJs(Napi::Env env, Napi::Function fn, Fs* fs, Call* call);
 using Tsfn = Napi::TypedThreadSafeFunction<Fs, Call, CallJs>;
 
 struct Fs {
-  std::vector<std::unique_ptr<Node>> nodes;
+  NodeTable nodes;
   pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
   size_t bytes = 0;  // published runs, under lock
   size_t budget = 0;
   uint64_t region = 4u << 20;
-  uint64_t statfsBlocks = 0;
-  uint64_t files = 0;
+  std::atomic<uint64_t> statfsBlocks{0};
+  std::atomic<uint64_t> files{0};
   std::string mountPoint;
   struct fuse_session* se = nullptr;
   pthread_t thread{};
@@ -233,10 +284,25 @@ void CallJs(Napi::Env env, Napi::Function fn, Fs*, Call* c) {
 // --- the tree --------------------------------------------------------------
 
 // The node of an inode number (index + 1), or null.
-Node* At(Fs* fs, fuse_ino_t ino) { return ino >= 1 && ino <= fs->nodes.size() ? fs->nodes[ino - 1].get() : nullptr; }
+Node* At(Fs* fs, fuse_ino_t ino) { return ino >= 1 && ino <= fs->nodes.size() ? fs->nodes.at(ino - 1) : nullptr; }
+
+// A directory's entries, listed first if it is lazy (JS lists them; this
+// thread waits): 0, or a negative errno (the listing failed: asked again
+// next time). JS lists a directory once however many threads ask.
+int Listed(Fs* fs, Node* d, const Children** out) {
+  const Children* c = d->children.load(std::memory_order_acquire);
+  if (!c && d->lazy) {
+    int64_t r = Ask(fs, kExpand, d->index, 0, 0, nullptr);
+    if (r < 0) return static_cast<int>(r);
+    c = d->children.load(std::memory_order_acquire);
+  }
+  if (!c) return -EIO;  // JS answered without adding the entries: a bug
+  *out = c;
+  return 0;
+}
 
 int64_t SizeOf(Fs* fs, int idx) {
-  Node* n = fs->nodes[idx].get();
+  Node* n = fs->nodes.at(idx);
   int64_t size = n->size.load();
   if (size >= 0) return size;
   int64_t r = Ask(fs, kSize, idx, 0, 0, nullptr);
@@ -247,7 +313,7 @@ int64_t SizeOf(Fs* fs, int idx) {
 }
 
 int Fill(Fs* fs, int idx, struct stat* st) {
-  Node* n = fs->nodes[idx].get();
+  Node* n = fs->nodes.at(idx);
   memset(st, 0, sizeof *st);
   st->st_ino = static_cast<ino_t>(idx + 1);
   st->st_mode = n->mode;
@@ -261,7 +327,9 @@ int Fill(Fs* fs, int idx, struct stat* st) {
     st->st_size = 4096;
     return 0;
   }
-  int64_t size = SizeOf(fs, idx);
+  // A direct file's size is asked only once it was opened (asking earlier
+  // would make a stat build it: catalog.json of a lazy target lists everything).
+  int64_t size = n->direct && n->size.load() < 0 ? 0 : SizeOf(fs, idx);
   if (size < 0) return static_cast<int>(size);
   st->st_nlink = 1;
   st->st_size = size;
@@ -272,22 +340,21 @@ int Fill(Fs* fs, int idx, struct stat* st) {
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Fs* fs = Self(req);
-  for (size_t i = 0; i < fs->nodes.size(); i++) {
-    Node* n = fs->nodes[i].get();
-    if (n->parent < 0 || static_cast<fuse_ino_t>(n->parent + 1) != parent || n->name != name) continue;
-    struct fuse_entry_param e {};
-    int r = Fill(fs, static_cast<int>(i), &e.attr);
-    if (r < 0) {
-      fuse_reply_err(req, -r);
-      return;
-    }
-    e.ino = i + 1;
-    e.attr_timeout = kTimeout;
-    e.entry_timeout = kTimeout;
-    fuse_reply_entry(req, &e);
-    return;
-  }
-  fuse_reply_err(req, ENOENT);
+  Node* d = At(fs, parent);
+  if (!d) return (void)fuse_reply_err(req, ENOENT);
+  if (!d->dir) return (void)fuse_reply_err(req, ENOTDIR);
+  const Children* c;
+  int r = Listed(fs, d, &c);
+  if (r < 0) return (void)fuse_reply_err(req, -r);
+  auto it = c->byName.find(name);
+  if (it == c->byName.end()) return (void)fuse_reply_err(req, ENOENT);
+  struct fuse_entry_param e {};
+  r = Fill(fs, it->second, &e.attr);
+  if (r < 0) return (void)fuse_reply_err(req, -r);
+  e.ino = static_cast<fuse_ino_t>(it->second) + 1;
+  e.attr_timeout = kTimeout;
+  e.entry_timeout = kTimeout;
+  fuse_reply_entry(req, &e);
 }
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
@@ -303,43 +370,45 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
 }
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  Node* n = At(Self(req), ino);
+  Fs* fs = Self(req);
+  Node* n = At(fs, ino);
   if (!n) return (void)fuse_reply_err(req, ENOENT);
   if (!n->dir) return (void)fuse_reply_err(req, ENOTDIR);
+  const Children* c;
+  int r = Listed(fs, n, &c);  // a lazy directory is listed here, so that readdir never waits
+  if (r < 0) return (void)fuse_reply_err(req, -r);
   fi->fh = ino;
   fuse_reply_open(req, fi);
 }
 
 // Entry k of a directory (".", "..", then its children in order), or false
 // past the last one.
-bool DirEntry(Fs* fs, fuse_ino_t dir, off_t k, const char** name, fuse_ino_t* ino) {
+bool DirEntry(Fs* fs, fuse_ino_t dir, const Children* c, off_t k, const char** name, fuse_ino_t* ino) {
   Node* d = At(fs, dir);
   if (k == 0 || k == 1) {
     *name = k == 0 ? "." : "..";
     *ino = k == 0 || d->parent < 0 ? dir : static_cast<fuse_ino_t>(d->parent + 1);
     return true;
   }
-  off_t seen = 2;
-  for (size_t i = 0; i < fs->nodes.size(); i++) {
-    if (fs->nodes[i]->parent + 1 != static_cast<int64_t>(dir)) continue;
-    if (seen++ == k) {
-      *name = fs->nodes[i]->name.c_str();
-      *ino = i + 1;
-      return true;
-    }
-  }
-  return false;
+  if (k - 2 >= static_cast<off_t>(c->order.size())) return false;
+  int i = c->order[static_cast<size_t>(k - 2)];
+  *name = fs->nodes.at(i)->name.c_str();
+  *ino = static_cast<fuse_ino_t>(i) + 1;
+  return true;
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
   Fs* fs = Self(req);
   Node* d = At(fs, ino);
   if (!d || !d->dir) return (void)fuse_reply_err(req, EBADF);
+  const Children* c;
+  int r = Listed(fs, d, &c);
+  if (r < 0) return (void)fuse_reply_err(req, -r);
   std::vector<char> buf(size);
   size_t used = 0;
   const char* name;
   fuse_ino_t child;
-  for (off_t k = off; DirEntry(fs, ino, k, &name, &child); k++) {
+  for (off_t k = off; DirEntry(fs, ino, c, k, &name, &child); k++) {
     struct stat st {};
     st.st_ino = child;
     st.st_mode = At(fs, child)->mode;
@@ -359,6 +428,15 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   int64_t r = Ask(fs, kOpen, static_cast<int>(ino - 1), 0, 0, nullptr);  // JS opens the view (errors belong to open)
   if (r < 0) return (void)fuse_reply_err(req, static_cast<int>(-r));
   fi->fh = ino;
+  if (n->direct) {
+    // Known now that it was opened (JS built it): later stats show its size;
+    // this open reads through to JS whatever size the kernel has cached.
+    int64_t size = SizeOf(fs, static_cast<int>(ino - 1));
+    if (size < 0) return (void)fuse_reply_err(req, static_cast<int>(-size));
+    fi->direct_io = 1;
+    fuse_reply_open(req, fi);
+    return;
+  }
   // The content of a node never changes while mounted (a changed layer makes
   // its views fail instead): keep the page cache across opens, as libfuse2's
   // auto_cache did with our constant size and mtime.
@@ -371,8 +449,8 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   struct statvfs st {};
   st.f_bsize = 4096;
   st.f_frsize = 4096;
-  st.f_blocks = fs->statfsBlocks;
-  st.f_files = fs->files;
+  st.f_blocks = fs->statfsBlocks.load();
+  st.f_files = fs->files.load();
   st.f_namemax = 255;
   st.f_flag = ST_RDONLY;
   fuse_reply_statfs(req, &st);
@@ -666,7 +744,7 @@ void FreeRegions(Fs* fs, Node* n) {
 }
 
 void FlushAll(Fs* fs) {
-  for (auto& n : fs->nodes) FreeRegions(fs, n.get());
+  for (size_t i = 0, n = fs->nodes.size(); i < n; i++) FreeRegions(fs, fs->nodes.at(i));
   fs->flushes++;
 }
 
@@ -737,14 +815,6 @@ std::string OneLine(const std::string& s) {
   return out;
 }
 
-Fs* Get(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsExternal()) {
-    Napi::TypeError::New(info.Env(), "expected a mount handle").ThrowAsJavaScriptException();
-    return nullptr;
-  }
-  return info[0].As<Napi::External<Fs>>().Data();
-}
-
 struct timespec FromMs(double ms) {
   struct timespec t {};
   double s = ms / 1000;
@@ -753,6 +823,86 @@ struct timespec FromMs(double ms) {
   if (t.tv_nsec < 0) t.tv_nsec = 0;
   return t;
 }
+
+// Appends nodes (specs as in src/fuse/native-fuse.ts) at indexes size(),
+// size()+1, ...: the whole tree at mount (lazyDir -1: the first is the root),
+// or the entries of the lazy directory lazyDir, whose parents are lazyDir or
+// nodes of the same batch. Every directory among them, and lazyDir, gets its
+// Children published, lazyDir's last. On the JS thread only (one writer).
+// False (with a JS exception pending) for a bad spec: nothing is published.
+bool AddNodes(Napi::Env env, Fs* fs, Napi::Array specs, int lazyDir) {
+  size_t base = fs->nodes.size();
+  uint32_t count = specs.Length();
+  std::vector<Node*> added;
+  std::vector<std::unique_ptr<Children>> kids(count + 1);  // [k]: of added[k]; [count]: of lazyDir
+  auto fail = [&](const char* why) {
+    for (Node* n : added) delete n;
+    if (!env.IsExceptionPending()) Napi::TypeError::New(env, why).ThrowAsJavaScriptException();
+    return false;
+  };
+  Node* dir = lazyDir >= 0 ? At(fs, static_cast<fuse_ino_t>(lazyDir) + 1) : nullptr;
+  if (lazyDir >= 0 && (!dir || !dir->dir || !dir->lazy || dir->children.load())) return fail("not a lazy directory, or listed already");
+  if (lazyDir < 0 && (base != 0 || count == 0)) return fail("mount needs the whole tree, root first");
+  if (lazyDir >= 0) kids[count] = std::make_unique<Children>();
+  uint64_t blocks = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    Napi::Object o = specs.Get(i).As<Napi::Object>();
+    if (env.IsExceptionPending()) return fail("bad node");
+    auto n = std::make_unique<Node>();
+    n->path = o.Get("path").As<Napi::String>().Utf8Value();
+    n->name = n->path.substr(n->path.rfind('/') + 1);
+    n->index = static_cast<int>(base + i);
+    n->parent = o.Get("parent").As<Napi::Number>().Int32Value();
+    n->dir = o.Get("dir").As<Napi::Boolean>().Value();
+    n->view = o.Get("view").As<Napi::Boolean>().Value();
+    n->lazy = n->dir && o.Get("lazy").ToBoolean().Value();
+    n->direct = !n->dir && o.Get("direct").ToBoolean().Value();
+    n->mode = o.Get("mode").As<Napi::Number>().Uint32Value();
+    n->size = static_cast<int64_t>(o.Get("size").As<Napi::Number>().DoubleValue());
+    n->blocks = static_cast<int64_t>(o.Get("blocks").As<Napi::Number>().DoubleValue());
+    n->mtime = FromMs(o.Get("mtimeMs").As<Napi::Number>().DoubleValue());
+    n->ctime = FromMs(o.Get("ctimeMs").As<Napi::Number>().DoubleValue());
+    if (env.IsExceptionPending()) return fail("bad node");
+    Children* parent = nullptr;
+    if (lazyDir < 0 && i == 0) {
+      if (n->parent != -1 || !n->dir) return fail("the first node is the root directory");
+    } else if (n->parent == lazyDir && lazyDir >= 0) {
+      parent = kids[count].get();
+    } else if (n->parent >= static_cast<int>(base) && n->parent < n->index && added[n->parent - base]->dir) {
+      parent = kids[n->parent - base].get();
+    } else {
+      return fail("a node's parent is not a directory before it in this batch");
+    }
+    if (parent) {
+      if (!parent->byName.emplace(n->name, n->index).second) return fail("two entries of one directory have the same name");
+      parent->order.push_back(n->index);
+    }
+    if (n->dir && !n->lazy) kids[i] = std::make_unique<Children>();
+    if (n->view && n->size > 0) blocks += (static_cast<uint64_t>(n->size.load()) + 4095) / 4096;
+    if (!fs->nodes.stage(i, n.get())) return fail("too many nodes");
+    added.push_back(n.release());
+  }
+  // The nodes first (count), then their directories' entries, then lazyDir's.
+  fs->nodes.publish(count);
+  for (uint32_t i = 0; i < count; i++) {
+    if (kids[i]) added[i]->children.store(kids[i].release(), std::memory_order_release);
+  }
+  fs->files += count;
+  if (lazyDir >= 0) {
+    fs->statfsBlocks += blocks;
+    dir->children.store(kids[count].release(), std::memory_order_release);
+  }
+  return true;
+}
+
+Fs* Get(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "expected a mount handle").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return info[0].As<Napi::External<Fs>>().Data();
+}
+
 
 struct fuse_lowlevel_ops Ops() {
   struct fuse_lowlevel_ops ops {};
@@ -791,31 +941,13 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   auto fs = std::make_unique<Fs>();
   fs->mountPoint = info[0].As<Napi::String>().Utf8Value();
   std::string options = info[1].As<Napi::String>().Utf8Value();
-  Napi::Array nodes = info[2].As<Napi::Array>();
-  for (uint32_t i = 0; i < nodes.Length(); i++) {
-    Napi::Object o = nodes.Get(i).As<Napi::Object>();
-    auto n = std::make_unique<Node>();
-    n->path = o.Get("path").As<Napi::String>().Utf8Value();
-    n->name = n->path.substr(n->path.rfind('/') + 1);
-    n->index = static_cast<int>(i);
-    n->parent = o.Get("parent").As<Napi::Number>().Int32Value();
-    n->dir = o.Get("dir").As<Napi::Boolean>().Value();
-    n->view = o.Get("view").As<Napi::Boolean>().Value();
-    n->mode = o.Get("mode").As<Napi::Number>().Uint32Value();
-    n->size = static_cast<int64_t>(o.Get("size").As<Napi::Number>().DoubleValue());
-    n->blocks = static_cast<int64_t>(o.Get("blocks").As<Napi::Number>().DoubleValue());
-    n->mtime = FromMs(o.Get("mtimeMs").As<Napi::Number>().DoubleValue());
-    n->ctime = FromMs(o.Get("ctimeMs").As<Napi::Number>().DoubleValue());
-    fs->nodes.push_back(std::move(n));
-  }
   Napi::Object config = info[3].As<Napi::Object>();
   fs->budget = static_cast<size_t>(config.Get("budget").As<Napi::Number>().DoubleValue());
   fs->region = static_cast<uint64_t>(config.Get("region").As<Napi::Number>().DoubleValue());
   fs->statfsBlocks = static_cast<uint64_t>(config.Get("statfsBlocks").As<Napi::Number>().DoubleValue());
   Napi::Value ahead = config.Get("readAhead");
   fs->ahead = ahead.IsNumber() ? static_cast<uint64_t>(ahead.As<Napi::Number>().DoubleValue()) : 0;
-  fs->files = fs->nodes.size();
-  if (env.IsExceptionPending() || fs->region == 0 || fs->nodes.empty() || fs->nodes[0]->parent != -1) {
+  if (env.IsExceptionPending() || !AddNodes(env, fs.get(), info[2].As<Napi::Array>(), -1)) {
     if (!env.IsExceptionPending()) Napi::TypeError::New(env, "bad config").ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -924,6 +1056,20 @@ Napi::Value Publish(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// addNodes(handle, dir, nodes): the entries of the lazy directory `dir`,
+// listed by JS (before it answers the kExpand call that asked).
+Napi::Value AddNodesJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fs* fs = Get(info);
+  if (!fs) return env.Undefined();
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsArray()) {
+    Napi::TypeError::New(env, "addNodes(handle, dir, nodes)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  AddNodes(env, fs, info[2].As<Napi::Array>(), info[1].As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+
 // stale(handle, node): the view's reads fail with EIO from now on.
 Napi::Value Stale(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -982,6 +1128,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New(env, Mount));
   exports.Set("reply", Napi::Function::New(env, Reply));
   exports.Set("publish", Napi::Function::New(env, Publish));
+  exports.Set("addNodes", Napi::Function::New(env, AddNodesJs));
   exports.Set("stale", Napi::Function::New(env, Stale));
   exports.Set("detach", Napi::Function::New(env, Detach));
   exports.Set("unmount", Napi::Function::New(env, Unmount));

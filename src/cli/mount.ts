@@ -16,7 +16,7 @@ import {
 import { applyMountOptions, collectMountOptions, O_OPTIONS, type DashOOptions } from './mount-options';
 import { checkNotInSource, sourcePlaces } from '../materialize/output';
 import { startDaemon } from './launch';
-import { EXIT_USAGE, action, addSourceOptions, openCatalog, warn, type SourceCliOptions } from './common';
+import { EXIT_USAGE, action, addSourceOptions, sourceOptions, warn, type SourceCliOptions } from './common';
 
 /** The mount's options as commander parses them (cacheMb, allowOther, debug and the -o ones: DashOOptions). */
 interface MountOptions extends SourceCliOptions, DashOOptions {
@@ -123,7 +123,10 @@ async function mount(sources: string[], mountPoint: string, opts: MountOptions):
  * the ready pipe.
  */
 async function serve(sources: string[], mp: string, opts: MountOptions, ready: ReadyPipe | undefined): Promise<void> {
-  const catalog = await openCatalog(sources, opts, true);
+  // Lazy: a source may leave directories to list on first use (a backup target's volumes);
+  // --files reads every view's first MiB at mount, so it lists everything.
+  const { openSource } = await import('../source/open');
+  const catalog = await openSource(sources, { ...sourceOptions(opts), lazy: !opts.files });
   const views = catalog.views();
   if (views.length > 0 && views.every((v) => v.problem)) throw new ChainfsError(undefined, views[0].problem!);
   checkMountPoint(mp);

@@ -14,6 +14,12 @@
  * the files of every open view are watched (size and mtime, once a second
  * and at every open), and a view whose files changed fails its reads with
  * EIO, logged once, rather than serve torn data.
+ *
+ * A lazy directory of the catalog (a backup target's
+ * `volumes/<volume>/backups/`) is listed on its first lookup or opendir:
+ * the binding asks `expand`, which lists it once (concurrent asks share the
+ * listing), adds its nodes to the binding and answers; a failed listing
+ * answers EIO, is logged with the reason, and is tried again next time.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -22,7 +28,7 @@ import type { Catalog } from '../source/catalog';
 import { mountAt } from './mountpoint';
 import type { Log } from './log';
 import { NativeFuse, RUN_SLOW, RUN_ZERO, type FuseNodeSpec } from './native-fuse';
-import { buildTree, type FileNode, type Node, type Tree } from './tree';
+import { buildTree, expandDir, type DirNode, type FileNode, type Node, type Tree } from './tree';
 import type { Layer } from '../layer/layer';
 
 const EIO = -5;
@@ -65,6 +71,10 @@ export class MountDaemon {
   private closing = false;
   private goneSaid = false;
   private onExit: () => void = () => undefined;
+  /** Listings of lazy directories in flight, by node. */
+  private readonly expanding = new Map<number, Promise<number>>();
+  /** The catalog's warnings logged so far (the mount command logged those it had at mount). */
+  private readonly told: Set<string>;
   /** Called when the file system went away without us (fusermount -u, umount -l). */
   onExternalUnmount: () => void = () => undefined;
 
@@ -75,6 +85,7 @@ export class MountDaemon {
     // Without --allow-other only the mounting user sees the files (FUSE's
     // default), so modes can be generous; with it, default_permissions
     // applies and the modes follow the source's own files.
+    this.told = new Set(catalog.warnings);
     this.tree = buildTree(catalog, { cacheBytes: opts.cacheBytes, sourceModes: opts.allowOther });
     this.add('/', this.tree.root, -1);
   }
@@ -85,12 +96,12 @@ export class MountDaemon {
     this.nodes.push(node);
     if (node.kind === 'dir') {
       const ms = node.mtime.getTime();
-      this.specs.push({ path: p, parent, dir: true, view: false, mode: node.mode, size: 4096, blocks: 0, mtimeMs: ms, ctimeMs: ms });
+      this.specs.push({ path: p, parent, dir: true, lazy: !!node.lazy, view: false, mode: node.mode, size: 4096, blocks: 0, mtimeMs: ms, ctimeMs: ms });
       for (const [name, child] of node.entries) this.add(p === '/' ? `/${name}` : `${p}/${name}`, child, idx);
     } else {
       const lazy = !node.view; // chain.json: its size is known once it is built
       this.specs.push({
-        path: p, parent, dir: false, view: !!node.view, mode: node.mode, size: lazy ? -1 : node.size,
+        path: p, parent, dir: false, view: !!node.view, direct: !!node.prepare, mode: node.mode, size: lazy ? -1 : node.size,
         blocks: lazy ? 0 : Math.ceil(node.allocated / 512), mtimeMs: node.mtime.getTime(), ctimeMs: node.ctime.getTime(),
       });
     }
@@ -110,6 +121,7 @@ export class MountDaemon {
       read: (i, pos, len, answer) => this.read(i, pos, len, answer),
       resolve: (i, pos, len) => this.resolve(i, pos, len),
       size: (i) => (this.nodes[i] as FileNode).size,
+      expand: (i) => this.expand(i),
       exit: () => {
         this.exited = true;
         this.onExit();
@@ -208,8 +220,62 @@ export class MountDaemon {
     }
   }
 
+  /** Lists the lazy directory node `i` once (see the class comment): 0 or a negative errno. */
+  private expand(i: number): Promise<number> {
+    const dir = this.nodes[i] as DirNode;
+    if (!dir.lazy) return Promise.resolve(0); // listed meanwhile (the binding asked before it saw it)
+    let p = this.expanding.get(i);
+    if (!p) {
+      p = this.list(i, dir).finally(() => this.expanding.delete(i));
+      this.expanding.set(i, p);
+    }
+    return p;
+  }
+
+  private async list(i: number, dir: DirNode): Promise<number> {
+    const where = this.specs[i].path.slice(1);
+    let views;
+    try {
+      views = await this.catalog.expand!(where);
+    } catch (e) {
+      this.opts.log.error(`${where}: cannot list: ${(e as Error).message}; answered EIO (listed again on the next access)`);
+      return EIO;
+    }
+    if (!dir.lazy) return 0;
+    for (const v of views) if (v.problem) this.opts.log.info(`warning: ${v.path} is not served: ${v.problem}`);
+    for (const w of this.catalog.warnings) {
+      if (this.told.has(w)) continue;
+      this.told.add(w);
+      this.opts.log.info(`warning: ${w}`);
+    }
+    const entries = expandDir(this.tree, where, views, { cacheBytes: this.opts.cacheBytes, sourceModes: this.opts.allowOther });
+    const first = this.nodes.length;
+    for (const [name, child] of entries) this.add(`${this.specs[i].path}/${name}`, child, i);
+    try {
+      this.fuse!.addNodes(i, this.specs.slice(first));
+    } catch (e) {
+      this.nodes.length = first; // a bug: nothing was added on either side
+      this.specs.length = first;
+      this.opts.log.error(`${where}: cannot add its entries: ${(e as Error).message}`);
+      return EIO;
+    }
+    dir.entries = entries;
+    dir.lazy = false;
+    this.opts.log.debug(`${where}: listed ${entries.size} entries`);
+    return 0;
+  }
+
   private async open(i: number): Promise<number> {
     const n = this.nodes[i] as FileNode;
+    if (n.prepare) {
+      try {
+        await n.prepare();
+      } catch (e) {
+        this.opts.log.error(`${this.specs[i].path}: cannot be built: ${(e as Error).message}; answered EIO (tried again on the next open)`);
+        return EIO;
+      }
+      return 0;
+    }
     if (!n.view) return 0;
     const label = this.specs[i].path;
     try {

@@ -3,8 +3,10 @@
  * API on its own threads. The tree is served from C; a read of a view is
  * served from C (spliced from the layer files, or pread for small reads, on
  * the libfuse thread) wherever the regions it touches have been published;
- * a region's first read asks JS only to publish it; everything else comes
- * here as a call that must be answered exactly once.
+ * a region's first read asks JS only to publish it; a lazy directory's
+ * first lookup or opendir asks JS to list it (`expand`), and JS adds its
+ * entries (`addNodes`) before answering; everything else comes here as a
+ * call that must be answered exactly once.
  */
 import * as path from 'node:path';
 
@@ -15,8 +17,16 @@ export interface FuseNodeSpec {
   /** Index of the parent directory, -1 for the root. */
   parent: number;
   dir: boolean;
+  /** A directory whose entries are listed on first use (`expand`, then `addNodes`). */
+  lazy?: boolean;
   /** A view: reads may be served from published runs. */
   view: boolean;
+  /**
+   * A file (size -1) whose size is asked only once it was opened: stat shows
+   * 0 until then, and it is served direct_io (catalog.json of a lazy source,
+   * which opening lists in full).
+   */
+  direct?: boolean;
   mode: number;
   /** -1: asked on first use (`size` handler). */
   size: number;
@@ -50,6 +60,12 @@ export interface FuseHandlers {
   resolve(node: number, pos: number, len: number): number;
   /** The size of a node given as -1. */
   size(node: number): number;
+  /**
+   * List the lazy directory `node`: add its entries (`addNodes`) and answer
+   * 0, or a negative errno (the next access asks again). Concurrent calls
+   * for one directory must list it once.
+   */
+  expand(node: number): Promise<number>;
   /** The FUSE loop ended (unmounted, by us or not). */
   exit(): void;
 }
@@ -77,6 +93,7 @@ interface Binding {
     handler: (op: number, node: number, pos: number, len: number, call: Call | undefined) => void): Handle;
   reply(call: Call, result: number, bytes?: Buffer): void;
   publish(h: Handle, node: number, regionStart: number, runs: Float64Array): void;
+  addNodes(h: Handle, dir: number, nodes: FuseNodeSpec[]): void;
   stale(h: Handle, node: number): void;
   detach(h: Handle): void;
   unmount(h: Handle): number;
@@ -89,6 +106,7 @@ const OP_SIZE = 2;
 const OP_EXIT = 3;
 const OP_RESOLVE = 4;
 const OP_AHEAD = 5;
+const OP_EXPAND = 6;
 const EIO = -5;
 
 /** A published run's fd for zeros, and for runs only JS can read. */
@@ -137,6 +155,7 @@ export class NativeFuse {
           else r.then(answer, () => answer(EIO));
         }
         else if (op === OP_SIZE) answer(handlers.size(node));
+        else if (op === OP_EXPAND) handlers.expand(node).then(answer, () => answer(EIO));
         else if (op === OP_READ) handlers.read(node, pos, len, answer);
         else if (op === OP_RESOLVE) answer(handlers.resolve(node, pos, len));
         else answer(EIO);
@@ -154,6 +173,15 @@ export class NativeFuse {
    */
   publish(node: number, regionStart: number, runs: Float64Array): void {
     binding.publish(this.handle, node, regionStart, runs);
+  }
+
+  /**
+   * The entries of the lazy directory `dir`, numbered from the current node
+   * count on (parents: `dir` or an earlier one of them). Throws on a bad
+   * spec (a bug); readers see them all at once.
+   */
+  addNodes(dir: number, nodes: FuseNodeSpec[]): void {
+    binding.addNodes(this.handle, dir, nodes);
   }
 
   /** The view's reads fail with EIO from now on. */

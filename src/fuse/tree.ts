@@ -9,6 +9,10 @@
  * Views are opened lazily: a 250-snapshot replica or a node of 500 replicas
  * mounts without opening their chains; each view's Chain (and its
  * resolution cache) is made on first open.
+ *
+ * A lazy directory (`Catalog.lazyDirectories`: a backup target's
+ * `volumes/<volume>/backups/`) is empty at mount; `expandDir` fills it from
+ * `Catalog.expand` on its first lookup or listing.
  */
 import type { Chain } from '../chain/chain';
 import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
@@ -24,6 +28,8 @@ export interface FileNode {
   /** Static content (chain.json, catalog.json), or a view opened on demand. */
   content?: Buffer;
   view?: LazyView;
+  /** Run (and wait for) before `content` and `size` may be read: its size is unknown until opened. */
+  prepare?: () => Promise<void>;
 }
 
 export interface DirNode {
@@ -31,6 +37,8 @@ export interface DirNode {
   mode: number;
   mtime: Date;
   entries: Map<string, Node>;
+  /** Entries listed on first use (`expandDir`); false once listed. */
+  lazy?: boolean;
 }
 
 export type Node = FileNode | DirNode;
@@ -79,27 +87,28 @@ export interface TreeOptions {
   sourceModes: boolean;
 }
 
-export function buildTree(catalog: Catalog, opts: TreeOptions): Tree {
-  const now = new Date();
-  const root: DirNode = { kind: 'dir', mode: 0o40555, mtime: now, entries: new Map() };
-  const tree: Tree = { root, views: [] };
-  const dirOf = (p: string): { dir: DirNode; name: string } => {
-    const parts = p.split('/');
-    let dir = root;
-    for (const part of parts.slice(0, -1)) {
-      let next = dir.entries.get(part);
-      if (!next) {
-        next = { kind: 'dir', mode: 0o40555, mtime: now, entries: new Map() };
-        dir.entries.set(part, next);
-      }
-      if (next.kind !== 'dir') throw new Error(`mount tree: ${p} is below a file`); // a bug in a catalog
-      dir = next;
+/** The directory holding `p` (made as needed below `root`) and p's last component. */
+function dirOf(root: DirNode, p: string, now: Date): { dir: DirNode; name: string } {
+  const parts = p.split('/');
+  let dir = root;
+  for (const part of parts.slice(0, -1)) {
+    let next = dir.entries.get(part);
+    if (!next) {
+      next = { kind: 'dir', mode: 0o40555, mtime: now, entries: new Map() };
+      dir.entries.set(part, next);
     }
-    return { dir, name: parts[parts.length - 1] };
-  };
-  for (const v of catalog.views()) {
+    if (next.kind !== 'dir') throw new Error(`mount tree: ${p} is below a file`); // a bug in a catalog
+    dir = next;
+  }
+  return { dir, name: parts[parts.length - 1] };
+}
+
+/** Adds the readable views (those without a problem) below `root`, at their paths relative to `base`. */
+function addViews(tree: Tree, root: DirNode, base: string, views: CatalogView[], opts: TreeOptions, now: Date): void {
+  for (const v of views) {
     if (v.problem) continue;
-    const { dir, name } = dirOf(v.path);
+    if (!v.path.startsWith(base)) throw new Error(`mount tree: ${v.path} is not below ${base}`); // a bug in a catalog
+    const { dir, name } = dirOf(root, v.path.slice(base.length), now);
     const view = new LazyView(v, opts.cacheBytes);
     const node: FileNode = {
       kind: 'file', size: v.size, mode: 0o100000 | (opts.sourceModes ? v.mode & 0o444 : 0o444),
@@ -108,8 +117,15 @@ export function buildTree(catalog: Catalog, opts: TreeOptions): Tree {
     dir.entries.set(name, node);
     tree.views.push({ node, view });
   }
+}
+
+export function buildTree(catalog: Catalog, opts: TreeOptions): Tree {
+  const now = new Date();
+  const root: DirNode = { kind: 'dir', mode: 0o40555, mtime: now, entries: new Map() };
+  const tree: Tree = { root, views: [] };
+  addViews(tree, root, '', catalog.views(), opts, now);
   for (const f of catalog.files()) {
-    const { dir, name } = dirOf(f.path);
+    const { dir, name } = dirOf(root, f.path, now);
     // Built on first use: a 250-snapshot report is ~20 ms that a mount need not wait for.
     let bytes: Buffer | undefined;
     const content = () => (bytes ??= f.content());
@@ -118,9 +134,26 @@ export function buildTree(catalog: Catalog, opts: TreeOptions): Tree {
       get size() { return content().length; },
       get allocated() { return content().length; },
       get content() { return content(); },
+      prepare: f.prepare ? () => f.prepare!() : undefined,
     });
   }
   // Directories the catalog names but that hold nothing readable still show (e.g. snapshots/).
-  for (const d of catalog.directories?.() ?? []) dirOf(`${d}/.`);
+  for (const d of catalog.directories?.() ?? []) dirOf(root, `${d}/.`, now);
+  for (const d of catalog.lazyDirectories?.() ?? []) {
+    const { dir } = dirOf(root, `${d}/.`, now);
+    if (dir.entries.size === 0) dir.lazy = true; // views already listed there: nothing left to list
+  }
   return tree;
+}
+
+/**
+ * The entries of the lazy directory `dir` (at mount-tree path `dirPath`, no
+ * leading slash) from its listed `views`: a new entry map, not yet attached
+ * (the caller numbers it for the binding, then sets `dir.entries`). The
+ * readable views join `tree.views`.
+ */
+export function expandDir(tree: Tree, dirPath: string, views: CatalogView[], opts: TreeOptions): Map<string, Node> {
+  const fresh: DirNode = { kind: 'dir', mode: 0o40555, mtime: new Date(), entries: new Map() };
+  addViews(tree, fresh, `${dirPath}/`, views, opts, fresh.mtime);
+  return fresh.entries;
 }

@@ -14,6 +14,11 @@
  * volumes is listed without touching data. Damage is local: a view that
  * cannot be opened carries its `problem` and is listed, not served; every
  * other view works.
+ *
+ * A source may also list lazily (only when asked, `SourceOptions.lazy`: the
+ * mount): some directories are then named by `lazyDirectories()` and their
+ * views are found by `expand(dir)` on first use, so that mounting a bucket
+ * of 1,000 volumes reads the volume names only.
  */
 import type { Chain, ChainOptions } from '../chain/chain';
 
@@ -67,6 +72,12 @@ export interface SourceOptions {
    * still picked by `select`.
    */
   volume?: string;
+  /**
+   * The caller (the mount) can list directories on first use: a source may
+   * leave some unlisted (`Catalog.lazyDirectories`, `Catalog.expand`).
+   * Commands that need every view (inspect, verify, select) leave it off.
+   */
+  lazy?: boolean;
 }
 
 /** A view, opened: its chain of layers and what the safety checks need. */
@@ -119,6 +130,13 @@ export interface CatalogFile {
   readonly path: string;
   /** Built on first use: a large report need not delay a mount. */
   content(): Buffer;
+  /**
+   * Work to do (and wait for) before `content()` can be built, when there is
+   * some: a lazy source lists every lazy directory first, so that the file is
+   * complete. The mount then shows the file with size 0 until it is opened.
+   * Throws ChainfsError when the listing fails (asked again next time).
+   */
+  prepare?(): Promise<void>;
 }
 
 /** A source, opened: its views, its report, the view-selecting options. */
@@ -137,6 +155,21 @@ export interface Catalog {
   files(): CatalogFile[];
   /** Directories the mount shows even when empty (a replica's `snapshots/`). */
   directories?(): string[];
+  /**
+   * Directories whose views are not listed yet (mount-tree paths, e.g.
+   * `volumes/pvc-1/backups`): the mount shows them, empty until `expand`.
+   * Only a source opened with `lazy` has any; `views()` holds none of their
+   * views until they are expanded.
+   */
+  lazyDirectories?(): string[];
+  /**
+   * Lists a lazy directory: every view below it, usable or not (see
+   * `problem`), which `views()`, `view()` and the report include from then
+   * on. Concurrent calls for one directory share one listing; a directory
+   * listed already answers from memory. Throws ChainfsError (one line naming
+   * the object) when the listing fails; the next call tries again.
+   */
+  expand?(dir: string): Promise<CatalogView[]>;
   /**
    * Warnings about processes using the source now (an engine with a replica's
    * files open for writing); asked by mount, which serves anyway and watches.

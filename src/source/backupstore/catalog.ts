@@ -10,6 +10,11 @@
  * the backup's blocks over the volume's backing image (the target's own
  * backing-image backup, or --backing-file), zero past the image's end.
  * `noBacking` gives exactly restore-to-file's output: the blocks over zeros.
+ *
+ * Opened lazily (the mount), the volumes are names only at first
+ * (`VolumeEntry.unlisted`): `volumes/<volume>/backups` is a lazy directory,
+ * and `expand` loads that volume (its cfgs, its lock warning) once, on first
+ * use; catalog.json lists every volume before it is built.
  */
 import { Chain, type ChainOptions } from '../../chain/chain';
 import { ChainfsError, oneLine } from '../../errors';
@@ -19,7 +24,7 @@ import { openImage } from '../../layer/open-image';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewSelector } from '../catalog';
 import { BlockStore } from './block-store';
 import { parseBlocks, type BlockMap } from './cfg';
-import type { BackingImageEntry, BackupEntry, VolumeEntry } from './listing';
+import { LIST_JOBS, deletionLockWarning, loadVolume, mapLimit, type BackingImageEntry, type BackupEntry, type VolumeEntry } from './listing';
 import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir } from './names';
 import { renderCatalog } from './render';
 import type { BackupTarget } from './target';
@@ -37,6 +42,7 @@ export class BackupstoreCatalog implements Catalog {
   readonly label: string;
   readonly warnings: string[];
   readonly target: BackupTarget;
+  /** Sorted by name; an `unlisted` entry is replaced by the loaded one when its directory is listed. */
   readonly volumes: VolumeEntry[];
   readonly backingImages: BackingImageEntry[];
   readonly store: BlockStore;
@@ -46,6 +52,8 @@ export class BackupstoreCatalog implements Catalog {
   private readonly opts: SourceOptions;
   private readonly all: CatalogView[];
   private readonly byPath = new Map<string, CatalogView>();
+  /** Volumes being loaded (lazy open), by name: concurrent listings share one. */
+  private readonly loading = new Map<string, Promise<VolumeEntry>>();
 
   constructor(arg: TargetArg, target: BackupTarget, volumes: VolumeEntry[], backingImages: BackingImageEntry[],
     warnings: string[], opts: SourceOptions) {
@@ -77,14 +85,70 @@ export class BackupstoreCatalog implements Catalog {
   }
 
   files(): CatalogFile[] {
-    return [{ path: 'catalog.json', content: () => Buffer.from(`${JSON.stringify(this.report(), null, 2)}\n`) }];
+    const lazy = this.volumes.some((v) => v.unlisted);
+    return [{
+      path: 'catalog.json', content: () => Buffer.from(`${JSON.stringify(this.report(), null, 2)}\n`),
+      prepare: lazy ? () => this.expandAll() : undefined,
+    }];
+  }
+
+  lazyDirectories(): string[] {
+    return this.volumes.filter((v) => v.unlisted).map((v) => backupsDirPath(v.name));
+  }
+
+  async expand(dir: string): Promise<CatalogView[]> {
+    const m = /^volumes\/([^/]+)\/backups$/.exec(dir);
+    if (!m) throw new ChainfsError(dir, 'is not a directory this backup target lists lazily'); // a bug
+    await this.listVolume(m[1]);
+    return this.all.filter((v) => v.path.startsWith(`${dir}/`));
+  }
+
+  /** Loads every volume not loaded yet (lazy open). Throws the first listing error (the others are loaded). */
+  async expandAll(): Promise<void> {
+    const errors: unknown[] = [];
+    await mapLimit(this.volumes.filter((v) => v.unlisted), this.jobs, (v) => this.listVolume(v.name).catch((e: unknown) => {
+      errors.push(e);
+    }));
+    if (errors.length > 0) throw errors[0];
+  }
+
+  private get jobs(): number {
+    return Math.max(this.opts.jobs ?? LIST_JOBS, 2);
+  }
+
+  /** The volume named `name`, loaded (once, however many ask at once) if it was only a name. Throws ChainfsError; retried on the next call. */
+  private listVolume(name: string): Promise<VolumeEntry> {
+    const v = this.volumes.find((x) => x.name === name);
+    if (!v) return Promise.reject(new ChainfsError(this.label, `no volume named ${name} in the target`));
+    if (!v.unlisted) return Promise.resolve(v);
+    let p = this.loading.get(name);
+    if (!p) {
+      p = this.loadListed(name).finally(() => this.loading.delete(name));
+      this.loading.set(name, p);
+    }
+    return p;
+  }
+
+  private async loadListed(name: string): Promise<VolumeEntry> {
+    const v = await loadVolume(this.target, name, this.jobs);
+    const lock = await deletionLockWarning(this.target, name);
+    const i = this.volumes.findIndex((x) => x.name === name);
+    this.volumes[i] = v;
+    if (v.problem) this.warnings.push(`volume ${v.name}: ${v.problem}`);
+    if (lock) this.warnings.push(lock);
+    for (const b of v.backups) {
+      const view = new BackupView(this, v, b);
+      this.all.push(view);
+      this.byPath.set(view.path, view);
+    }
+    return v;
   }
 
   report(): object {
     return {
       kind: this.kind,
       target: this.label,
-      volumes: this.volumes.map((v) => ({
+      volumes: this.volumes.map((v) => (v.unlisted ? { name: v.name, problem: NOT_LISTED, backups: [] } : {
         name: v.name,
         size: v.cfg?.size,
         created: v.cfg?.createdTime,
@@ -235,6 +299,14 @@ function newestComplete(backups: BackupEntry[]): BackupEntry | undefined {
 export function backupPath(b: BackupEntry): string {
   return `volumes/${b.volume}/backups/${b.name}.img`;
 }
+
+/** The mount-tree directory of a volume's backups. */
+export function backupsDirPath(volume: string): string {
+  return `volumes/${volume}/backups`;
+}
+
+/** The problem of a volume a lazy mount has not listed yet (catalog.json lists every one first: never seen there). */
+const NOT_LISTED = 'not listed yet (a mount lists a volume when its directory is first read)';
 
 export function backingImagePath(name: string): string {
   return `backing-images/${name}.img`;

@@ -11,12 +11,9 @@ import { ChainfsError, describeErrno } from '../../errors';
 import { checkNotInSource, sourcePlaces } from '../../materialize/output';
 import type { SourceKind, SourceOptions } from '../catalog';
 import { BackupstoreCatalog } from './catalog';
-import { deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit } from './listing';
+import { LIST_JOBS, deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit, type VolumeEntry } from './listing';
 import { openTarget } from './target';
 import { isBackupTarget, parseTargetArg } from './url';
-
-/** Parallel listing requests when opening (cfgs are small). */
-const LIST_JOBS = 8;
 
 export const source: SourceKind = {
   kind: 'backupstore',
@@ -27,7 +24,9 @@ export const source: SourceKind = {
 /**
  * Opens one backup target: lists its volumes (or only the one a backup URL
  * names), loads every volume.cfg and backup cfg and the backing-image cfgs.
- * Reads no block. Throws ChainfsError (one line) when the target cannot be read.
+ * Reads no block. With `opts.lazy` (the mount) and no volume named, only the
+ * volume names and the backing-image cfgs: each volume is loaded when its
+ * directory is first listed (BackupstoreCatalog.expand). Throws ChainfsError (one line) when the target cannot be read.
  */
 export async function openBackupstore(args: string[], opts: SourceOptions): Promise<BackupstoreCatalog> {
   if (args.length !== 1) throw new ChainfsError(args[1], 'give one backup target at a time');
@@ -51,14 +50,16 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
       : arg.backingImage !== undefined ? []
         : await listVolumeNames(target, jobs, skipped);
     for (const s of skipped) warnings.push(`${target.where(s)}: not a volume directory Longhorn would list (skipped)`);
-    const volumes = await mapLimit(names, jobs, (n) => loadVolume(target, n, jobs));
+    const lazy = opts.lazy === true && only === undefined;
+    const volumes: VolumeEntry[] = lazy ? names.map((name) => ({ name, unlisted: true, backups: [] }))
+      : await mapLimit(names, jobs, (n) => loadVolume(target, n, jobs));
     for (const v of volumes) {
       if (only !== undefined && !v.cfg && v.backups.length === 0) {
         throw new ChainfsError(arg.label, `no volume ${v.name} in the backup target (${v.problem ?? 'no volume.cfg'})`);
       }
       if (v.problem) warnings.push(`volume ${v.name}: ${v.problem}`);
     }
-    const locks = await mapLimit(volumes, jobs, (v) => deletionLockWarning(target, v.name));
+    const locks = lazy ? [] : await mapLimit(volumes, jobs, (v) => deletionLockWarning(target, v.name));
     for (const w of locks) if (w) warnings.push(w);
     // A named volume or backing image: only the backing images it needs.
     const biNames = arg.backingImage !== undefined ? [arg.backingImage]

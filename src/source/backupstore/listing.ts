@@ -8,6 +8,10 @@
  * (none when the volume is named), then per volume one GET of volume.cfg,
  * one LIST of backups/ and one GET per backup cfg; per backing image one
  * LIST level and one GET. Up to `jobs` requests run at once.
+ *
+ * A lazy open (the mount) stops after the volume names and the backing
+ * images: a volume's volume.cfg, backups/ LIST, backup cfgs and locks/ LIST
+ * are read when its directory is first listed (`loadVolume`).
  */
 import { ChainfsError } from '../../errors';
 import { parseBackingImageCfg, parseBackupCfg, parseBackupCfgHead, parseBlocks, parseVolumeCfg, type BackingImageCfg, type BackupCfg, type VolumeCfg } from './cfg';
@@ -25,6 +29,8 @@ const KEEP_CFG_BYTES = 1 << 20;
  * whole when its view is opened.
  */
 const CFG_HEAD_BYTES = 256 << 10;
+/** Parallel listing requests (cfgs are small) unless --jobs says otherwise. */
+export const LIST_JOBS = 8;
 /** A lock is live for 150 s after its file was last written (`lock.go`). */
 const LOCK_EXPIRY_MS = 150_000;
 
@@ -42,6 +48,8 @@ export interface BackupEntry {
 
 export interface VolumeEntry {
   name: string;
+  /** Only the name is known (a lazy open): its cfgs are read when its directory is first listed. */
+  unlisted?: boolean;
   cfg?: VolumeCfg;
   problem?: string;
   backups: BackupEntry[];
