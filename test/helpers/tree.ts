@@ -1,4 +1,5 @@
 /** A fingerprint of a directory tree: every file's size, blocks, mtime and SHA-256. */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -6,6 +7,8 @@ import * as path from 'node:path';
 export interface FileFingerprint { size: number; blocks: number; mtimeNs: bigint; mode: number; sha256: string }
 
 export function fingerprintTree(root: string): Map<string, FileFingerprint> {
+  // Written back first: ext4 allocates extent tree blocks at writeback, which would move st_blocks between two calls.
+  execFileSync('sync', ['-f', root]);
   const out = new Map<string, FileFingerprint>();
   const walk = (dir: string) => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
