@@ -266,7 +266,7 @@ describe('sources are sacred; what mixes are refused', () => {
     }
     const r = chainfs(['cat', root, target]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/give sources of one kind at a time/);
+    expect(r.stderr).toMatch(/give sources of one kind at a time \(or the backup target first, then the data roots/);
   });
 
   it('the data roots and the target are unchanged', () => {

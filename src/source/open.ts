@@ -52,7 +52,8 @@ export async function openSource(args: string[], opts: SourceOptions): Promise<C
   for (const a of args.slice(1)) {
     const k = kindOf(a);
     if (k.kind !== kind.kind) {
-      throw new ChainfsError(a, `is a ${k.kind} source, but ${args[0]} is a ${kind.kind} source; give sources of one kind at a time`);
+      const hint = k.kind === 'backupstore' && kind.kind === 'node' ? ' (or the backup target first, then the data roots that hold its backing images)' : '';
+      throw new ChainfsError(a, `is a ${k.kind} source, but ${args[0]} is a ${kind.kind} source; give sources of one kind at a time${hint}`);
     }
   }
   return kind.open(args, opts);
