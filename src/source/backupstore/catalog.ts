@@ -7,8 +7,9 @@
  * A backup view is the image Longhorn's restore would produce
  * (`RestoreDeltaBlockBackup`, backupstore `deltablock.go`), sized by the
  * volume's current volume.cfg Size, and by default the *effective volume*:
- * the backup's blocks over the volume's backing image (the target's own
- * backing-image backup, or --backing-file), zero past the image's end.
+ * the backup's blocks over the volume's backing image (--backing-file, a
+ * data root's copy, or the target's own backing-image backup:
+ * backing-source.ts), zero past the image's end.
  * `noBacking` gives exactly restore-to-file's output: the blocks over zeros.
  *
  * Opened lazily (the mount), the volumes are names only at first
@@ -22,13 +23,21 @@ import { BackupBlocksLayer, type BadBlockRecord } from '../../layer/backup-block
 import type { Layer } from '../../layer/layer';
 import { openImage } from '../../layer/open-image';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewSelector } from '../catalog';
+import type { RootBackingCopy } from './backing-roots';
+import { backingSourceReport, describeBackingSource, resolveBacking, type BackingSource } from './backing-source';
 import { BlockStore } from './block-store';
 import { parseBlocks, type BlockMap } from './cfg';
 import { LIST_JOBS, deletionLockWarning, loadVolume, mapLimit, type BackingImageEntry, type BackupEntry, type VolumeEntry } from './listing';
-import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir } from './names';
+import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir, volumeCfgKey } from './names';
 import { renderCatalog } from './render';
 import type { BackupTarget } from './target';
 import type { TargetArg } from './url';
+
+/** Data roots given after the target, as providers of backing images only (backing-roots.ts). */
+export interface BackingRoots {
+  roots: string[];
+  copies: RootBackingCopy[];
+}
 
 /** Default memory budget for decompressed blocks: 32 blocks of 2 MiB. */
 const DEFAULT_CACHE_MB = 64;
@@ -54,9 +63,12 @@ export class BackupstoreCatalog implements Catalog {
   private readonly byPath = new Map<string, CatalogView>();
   /** Volumes being loaded (lazy open), by name: concurrent listings share one. */
   private readonly loading = new Map<string, Promise<VolumeEntry>>();
+  private readonly backingRoots: BackingRoots;
+  private readonly backingSources = new Map<string, BackingSource | undefined>();
 
   constructor(arg: TargetArg, target: BackupTarget, volumes: VolumeEntry[], backingImages: BackingImageEntry[],
-    warnings: string[], opts: SourceOptions) {
+    warnings: string[], opts: SourceOptions, backingRoots: BackingRoots = { roots: [], copies: [] }) {
+    this.backingRoots = backingRoots;
     this.arg = arg;
     this.label = arg.label;
     this.target = target;
@@ -157,6 +169,7 @@ export class BackupstoreCatalog implements Catalog {
         blockCount: v.cfg?.blockCount,
         backingImage: v.cfg?.backingImageName || undefined,
         backingImageChecksum: v.cfg?.backingImageChecksum || undefined,
+        backingImageSource: v.cfg ? backingSourceReport(this.backingSource(v)) : null,
         compression: v.cfg?.compression,
         storageClass: v.cfg?.storageClassName || undefined,
         dataEngine: v.cfg?.dataEngine,
@@ -200,7 +213,30 @@ export class BackupstoreCatalog implements Catalog {
   }
 
   render(): string {
-    return renderCatalog(this);
+    const lines = this.volumes.filter((v) => v.cfg?.backingImageName)
+      .map((v) => `  volume ${v.name}: ${describeBackingSource(v.cfg!.backingImageName, this.backingSource(v)!)}`);
+    return renderCatalog(this) + (lines.length ? `\nbacking images of the volumes' backups:\n${lines.join('\n')}\n` : '');
+  }
+
+  /**
+   * Where the backing image of `v`'s backups comes from (undefined: it has
+   * none, or no volume.cfg), decided once per volume: backing-source.ts.
+   */
+  backingSource(v: VolumeEntry): BackingSource | undefined {
+    if (!v.cfg) return undefined;
+    if (!this.backingSources.has(v.name)) {
+      this.backingSources.set(v.name, resolveBacking(v.name, v.cfg, {
+        volumeCfg: this.target.where(volumeCfgKey(v.name)), backingFile: this.opts.backingFile, noBacking: this.opts.noBacking,
+        roots: this.backingRoots.roots, copies: this.backingRoots.copies, targetEntry: (n) => this.backingImageEntry(n),
+      }));
+    }
+    return this.backingSources.get(v.name);
+  }
+
+  /** Local places no output may be written into: the target directory and the data roots given with it. */
+  get localRoots(): string[] {
+    const local = this.target.localDir;
+    return [...(local ? [local] : []), ...this.backingRoots.roots];
   }
 
   /** What the source's backup URL selects (`?volume=`, `?backup=`, `?backingImage=`), if anything. */
@@ -382,33 +418,35 @@ class BackupView implements CatalogView {
     })];
     const files: string[] = [];
     const opts = this.cat.sourceOptions;
-    if (vol.backingImageName && !opts.noBacking) {
-      if (opts.backingFile) {
-        const img = openImage(opts.backingFile);
+    const backing = this.cat.backingSource(this.vol);
+    try {
+      if (backing?.from === 'backing-file' || backing?.from === 'data-root') {
+        const img = openImage(backing.file);
         layers.push(img.layer);
         warnings.push(...img.warnings);
-        files.push(opts.backingFile);
-      } else {
-        layers.push(await this.backingLayer(vol.backingImageName, vol.backingImageChecksum, warnings));
+        files.push(backing.file);
+      } else if (backing?.from === 'target') {
+        layers.push(await this.backingLayer(backing.entry, vol.backingImageChecksum, warnings));
+      } else if (backing?.from === 'unresolved') {
+        throw new ChainfsError(this.cat.label, backing.problem);
+      } else if (opts.backingFile && !vol.backingImageName) {
+        warnings.push(`volume ${this.vol.name} has no backing image; --backing-file ${opts.backingFile} is not used`);
       }
-    } else if (opts.backingFile && !vol.backingImageName) {
-      warnings.push(`volume ${this.vol.name} has no backing image; --backing-file ${opts.backingFile} is not used`);
+    } catch (e) {
+      for (const l of layers) l.close();
+      throw e;
     }
     const chain = new Chain(layers, vol.size, chainOpts);
-    const local = this.cat.target.localDir;
     return {
-      chain, files, roots: local ? [local] : [], warnings,
+      chain, files, roots: this.cat.localRoots, warnings,
       close: () => {
         for (const l of layers) l.close();
       },
     };
   }
 
-  private async backingLayer(name: string, checksum: string, warnings: string[]): Promise<Layer> {
-    const bi = this.cat.backingImageEntry(name);
-    const options = 'pass --backing-file PATH (the image, raw or qcow2), or --no-backing for the backup blocks over zeros as Longhorn restores to a file';
-    if (!bi) throw new ChainfsError(this.cat.label, `volume ${this.vol.name} has backing image ${name}, which has no backup in this target; ${options}`);
-    if (bi.problem) throw new ChainfsError(this.cat.label, `volume ${this.vol.name} needs backing image ${name}: ${bi.problem}; ${options}`);
+  private async backingLayer(bi: BackingImageEntry, checksum: string, warnings: string[]): Promise<Layer> {
+    const name = bi.name;
     if (checksum && bi.cfg!.checksum && checksum !== bi.cfg!.checksum) {
       warnings.push(`backing image ${name}: its backup's checksum ${bi.cfg!.checksum.slice(0, 16)}... differs from the one volume ${this.vol.name} was backed up with (${checksum.slice(0, 16)}...)`);
     }
@@ -453,9 +491,8 @@ class BackingImageView implements CatalogView {
   async open(chainOpts: ChainOptions): Promise<OpenedView> {
     if (this.problem) throw problemError(this.cat.target.where(this.entry.cfgKey), this.problem);
     const layer = await openBackingImageLayer(this.cat, this.entry, this.path);
-    const local = this.cat.target.localDir;
     return {
-      chain: new Chain([layer], this.size, chainOpts), files: [], roots: local ? [local] : [], warnings: [],
+      chain: new Chain([layer], this.size, chainOpts), files: [], roots: this.cat.localRoots, warnings: [],
       close: () => layer.close(),
     };
   }

@@ -3,6 +3,7 @@
  * (a mounted NFS/CIFS share or a copy), `vfs:///path`, `s3://bucket@region/prefix/`,
  * or a backup URL (`<target>?backup=B&volume=V`, `?volume=V`, `?backingImage=N`),
  * read offline and lazily, byte for byte as Longhorn's restore would.
+ * Data roots given after it provide backing images (backing-roots.ts).
  * The format: ../shared/longhorn-backupstore.md.
  */
 import * as fs from 'node:fs';
@@ -10,6 +11,7 @@ import * as path from 'node:path';
 import { ChainfsError, describeErrno } from '../../errors';
 import { checkNotInSource, sourcePlaces } from '../../materialize/output';
 import type { SourceKind, SourceOptions } from '../catalog';
+import { scanBackingRoots } from './backing-roots';
 import { BackupstoreCatalog } from './catalog';
 import { LIST_JOBS, deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit, type VolumeEntry } from './listing';
 import { openTarget } from './target';
@@ -22,21 +24,26 @@ export const source: SourceKind = {
 };
 
 /**
- * Opens one backup target: lists its volumes (or only the one a backup URL
- * names), loads every volume.cfg and backup cfg and the backing-image cfgs.
- * Reads no block. With `opts.lazy` (the mount) and no volume named, only the
- * volume names and the backing-image cfgs: each volume is loaded when its
- * directory is first listed (BackupstoreCatalog.expand). Throws ChainfsError (one line) when the target cannot be read.
+ * Opens one backup target (`args[0]`): lists its volumes (or only the one a
+ * backup URL names), loads every volume.cfg and backup cfg and the
+ * backing-image cfgs; the other args are data roots that provide backing
+ * images (their backing-images/ is listed). Reads no block. With
+ * `opts.lazy` (the mount) and no volume named, only the volume names and
+ * the backing-image cfgs: each volume is loaded when its directory is first
+ * listed (BackupstoreCatalog.expand). Throws ChainfsError (one line) when
+ * the target or a data root cannot be read.
  */
 export async function openBackupstore(args: string[], opts: SourceOptions): Promise<BackupstoreCatalog> {
-  if (args.length !== 1) throw new ChainfsError(args[1], 'give one backup target at a time');
   const arg = parseTargetArg(args[0]);
+  const rootWarnings: string[] = [];
+  const roots = args.slice(1).map((r) => path.resolve(r));
+  const copies = scanBackingRoots(args.slice(1), rootWarnings);
   const target = await openTarget(arg.location, arg.label, opts.jobs);
   try {
-    const warnings: string[] = [];
+    const warnings: string[] = [...rootWarnings];
     if (opts.cacheDir !== undefined) {
-      // Sources are never written: not even a cache inside the target directory.
-      if (target.localDir) checkNotInSource(opts.cacheDir, sourcePlaces([target.localDir]), 'the block cache (--cache-dir)');
+      // Sources are never written: not even a cache inside the target directory or a data root.
+      checkNotInSource(opts.cacheDir, sourcePlaces([...(target.localDir ? [target.localDir] : []), ...roots]), 'the block cache (--cache-dir)');
       const why = cacheDirProblem(opts.cacheDir);
       if (why) {
         warnings.push(`--cache-dir ${opts.cacheDir}: ${why}; the on-disk block cache is off (blocks are cached in memory only)`);
@@ -69,7 +76,7 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
     if (arg.backingImage !== undefined && !backingImages[0]?.cfg) {
       throw new ChainfsError(arg.label, `no backing-image backup ${arg.backingImage} in the backup target (${backingImages[0]?.problem ?? 'missing'})`);
     }
-    return new BackupstoreCatalog(arg, target, volumes, backingImages, warnings, opts);
+    return new BackupstoreCatalog(arg, target, volumes, backingImages, warnings, opts, { roots, copies });
   } catch (e) {
     target.close();
     throw e;
