@@ -45,7 +45,9 @@ const LVS_UUID = '5c1e7a52-0000-4000-8000-00000000be2c';
 /** fio seconds per run for these rows (the v1 rows use 10 s at 4 GiB): keeps the rows within their time budget. */
 const FIO_RUNTIME_S = 5;
 
-const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+const started = Date.now();
+/** Progress on stderr, with the seconds since the start (the rows' time budget). */
+const log = (msg: string) => process.stderr.write(`bench [${((Date.now() - started) / 1000).toFixed(0)} s]: ${msg}\n`);
 
 /** The 1 MiB clusters a layer's extents touch, ascending. */
 function clustersOf(l: LayerPlan): number[] {
