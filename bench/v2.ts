@@ -43,7 +43,7 @@ export const V2_VOLUME = 'bench-v2';
 export const V2_REPLICA = `${V2_VOLUME}-r-0a1b2c3d`;
 const LVS_UUID = '5c1e7a52-0000-4000-8000-00000000be2c';
 /** fio seconds per run for these rows (the v1 rows use 10 s at 4 GiB): keeps the rows within their time budget. */
-const FIO_RUNTIME_S = 5;
+const FIO_RUNTIME_S = 4;
 
 const started = Date.now();
 /** Progress on stderr, with the seconds since the start (the rows' time budget). */
