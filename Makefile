@@ -11,8 +11,8 @@ SHELL := /bin/bash
 # (mkfs.ext4 -d), fuse2fs (ext4 tests; it brings libfuse2 for itself).
 APT_PKGS := g++ make python3 pkg-config libfuse3-dev fuse3 qemu-utils e2fsprogs fuse2fs
 # Benchmarks also need qemu-storage-daemon (qemu-system-common), fio, GNU time
-# (peak RSS of a child) and openssl (the hash anchor).
-BENCH_APT_PKGS := qemu-system-common fio time openssl
+# (peak RSS of a child), openssl (the hash anchor) and lz4 (the backup rows' bound).
+BENCH_APT_PKGS := qemu-system-common fio time openssl lz4
 NATIVE := native/build/Release/chainfs_native.node native/build/Release/chainfs_fuse3.node
 SIZE ?= 4G
 
@@ -59,10 +59,13 @@ bench: build setup-bench
 	node dist/bench/bench/run.js --size $(SIZE) $(BENCH_ARGS)
 	@# The other sources' and issue rows, each printing its own table: what
 	@# changed (diff, overlays, streamed qcow2), a node of 500 replicas and
-	@# compare, a 1 TiB v2 disk.
+	@# compare, a 1 TiB v2 disk; backups (#12) and v2 mounted reads (#13),
+	@# each also written to bench/results/<date>-<size>-{backup,v2}.md.
 	node dist/bench/bench/delta.js --size $(SIZE)
 	node dist/bench/bench/node.js --compare-size $(SIZE)
 	node dist/bench/bench/spdk.js
+	node dist/bench/bench/backup.js --size $(SIZE)
+	node dist/bench/bench/v2.js --size $(SIZE)
 
 clean:
 	rm -rf dist native/build .make

@@ -5,7 +5,8 @@
  * and the suite carries on.
  */
 
-export type Unit = 's' | 'ms' | 'GB/s' | 'IOPS' | 'MB';
+/** GETs: requests an S3 server saw (a count). */
+export type Unit = 's' | 'ms' | 'GB/s' | 'IOPS' | 'MB' | 'GETs';
 
 /** Higher is better for rates and IOPS; lower for times and memory. */
 export function higherIsBetter(unit: Unit): boolean {

@@ -9,15 +9,14 @@
  * Options: --size 4G  --seed 1  --runs 3  --fio-runtime S (10, or 5 below
  * 4 GiB)  --only export,cat,read,cold,scale  --root DIR  --clean
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { describeMachine, type Machine } from './machine';
-import { isMounted } from './mounts';
 import { type LayerPlan, SHAPE, MiB, bytesOf } from './plan';
 import { Cleanup, lastLine, remove, sh } from './proc';
+import { clearDeadRuns, parseSize, projectRoot } from './report';
 import { ensureScaleWorkload, SCALE_LAYERS } from './scale';
 import { type Group, type Suite, GROUPS, catRows, coldRows, exportRows, q, readRows, scaleRows } from './suite';
 import { type Row, type Verdict, renderRows } from './table';
@@ -34,14 +33,6 @@ interface Options {
   groups: Set<Group>;
   root: string;
   clean: boolean;
-}
-
-function parseSize(text: string): { size: number; label: string } {
-  const m = /^(\d+)\s*([KMGT])(i?B)?$/i.exec(text.trim());
-  if (!m) throw new Error(`--size ${JSON.stringify(text)}: expected a number and K, M, G or T (binary units), e.g. 4G`);
-  const unit = m[2].toUpperCase();
-  const size = Number(m[1]) * 1024 ** ('KMGT'.indexOf(unit) + 1);
-  return { size, label: `${m[1]}${unit}` };
 }
 
 function options(argv: string[]): Options {
@@ -78,34 +69,11 @@ function options(argv: string[]): Options {
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
-/** The checkout this file was built from: dist/bench/bench/run.js -> the root. */
-function projectRoot(): string {
-  let dir = __dirname;
-  while (dir !== path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'bin', 'chainfs'))) return dir;
-    dir = path.dirname(dir);
-  }
-  throw new Error('cannot find the chainfs checkout (bin/chainfs) above the bench script');
-}
-
-/** Scratch of runs that died without cleaning up (SIGKILL): unmount what is left and remove it. */
-function clearDeadRuns(root: string): void {
-  if (!fs.existsSync(root)) return;
-  for (const e of fs.readdirSync(root)) {
-    const m = /^run-(\d+)$/.exec(e);
-    if (!m || fs.existsSync(`/proc/${m[1]}`)) continue;
-    const dir = path.join(root, e);
-    const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4])
-      .filter((p): p is string => !!p && p.startsWith(`${dir}/`));
-    for (const p of mounts) spawnSync('fusermount', ['-uz', p], { stdio: 'ignore' });
-    if (mounts.every((p) => !isMounted(p))) remove(dir);
-  }
-}
-
 /** Keeps the disk bounded: only the workload of this run (and the scale chain) stay cached. */
 function dropOtherWorkloads(root: string, keep: string[]): void {
   for (const e of fs.readdirSync(root)) {
-    if (/^run-\d+$/.test(e) || keep.includes(e)) continue;
+    // backup.ts's workload of the same size and seed stays too (v2.ts keeps its disk inside this one's).
+    if (/^run-\d+$/.test(e) || keep.includes(e) || keep.includes(e.replace(/^backup-/, ''))) continue;
     log(`removing the cached workload ${e} (only the latest one is kept)`);
     remove(path.join(root, e));
   }

@@ -33,37 +33,37 @@ export interface Suite {
   log: (msg: string) => void;
 }
 
-const FIO_WARMUP_S = 2;
+export const FIO_WARMUP_S = 2;
 const SCATTERED_READS = 256;
 
 /** Single-quoted for bash. */
 export const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
-async function ok(name: string, r: Promise<RunResult>): Promise<RunResult> {
+export async function ok(name: string, r: Promise<RunResult>): Promise<RunResult> {
   const res = await r;
   if (res.code !== 0) throw new Error(`${name} failed (${res.signal ?? `exit ${res.code}`}): ${lastLine(res.stderr)}`);
   return res;
 }
 
-async function seconds(name: string, argv: string[], opts?: RunOptions): Promise<number> {
+export async function seconds(name: string, argv: string[], opts?: RunOptions): Promise<number> {
   return (await ok(name, run(argv, opts))).seconds;
 }
 
-async function shSeconds(name: string, script: string): Promise<number> {
+export async function shSeconds(name: string, script: string): Promise<number> {
   return (await ok(name, sh(script, { stdout: 'pipe' }))).seconds;
 }
 
-/** `cmp A B`; NotAvailable naming the first difference when they differ. */
-async function sameBytes(a: string, b: string, what: string): Promise<void> {
+/** `cmp A B`; NotAvailable naming the first difference when they differ (B is `expected`, flat.raw unless named). */
+export async function sameBytes(a: string, b: string, what: string, expected = 'flat.raw'): Promise<void> {
   const r = await run(['cmp', a, b], { stdout: 'pipe' });
-  if (r.code !== 0) throw new NotAvailable(`${what} differs from flat.raw: ${lastLine(r.stdout || r.stderr)}`);
+  if (r.code !== 0) throw new NotAvailable(`${what} differs from ${expected}: ${lastLine(r.stdout || r.stderr)}`);
 }
 
-function line(label: string, unit: Unit, outcome: Outcome, bytes?: number): Line {
+export function line(label: string, unit: Unit, outcome: Outcome, bytes?: number): Line {
   return { label, unit, outcome, ...(bytes !== undefined ? { bytes } : {}) };
 }
 
-function report(s: Suite, l: Line): Line {
+export function report(s: Pick<Suite, 'log'>, l: Line): Line {
   const o = l.outcome;
   s.log(`  ${l.label}: ${o.error ? `n/a (${o.error})` : `${stats(o.values).median.toPrecision(4)} ${l.unit} (median of ${o.values.length})`}`);
   return l;
@@ -72,12 +72,12 @@ function report(s: Suite, l: Line): Line {
 // --- exports and cat --------------------------------------------------------
 
 /** A measure with the label it gets in the table. */
-interface Named extends Measure {
+export interface Named extends Measure {
   label: string;
 }
 
 /** Runs a row's measures interleaved; returns their lines, in order. */
-async function measureRow(s: Suite, title: string, unit: Unit, measures: Named[], bytes?: number): Promise<Line[]> {
+export async function measureRow(s: Pick<Suite, 'runs' | 'log'>, title: string, unit: Unit, measures: Named[], bytes?: number): Promise<Line[]> {
   s.log(title);
   const outcomes = await interleave(measures, s.runs);
   return measures.map((m, i) => report(s, line(m.label, unit, outcomes[i], bytes)));
@@ -161,7 +161,7 @@ export async function catRows(s: Suite): Promise<Row[]> {
 // --- reads through FUSE ------------------------------------------------------
 
 /** `dd if=FILE of=/dev/null bs=1M`, as GB/s; the whole file must come through. */
-async function dd(file: string, size: number): Promise<number> {
+export async function dd(file: string, size: number): Promise<number> {
   const r = await ok('dd', run(['dd', `if=${file}`, 'of=/dev/null', 'bs=1M']));
   const copied = Number(/^(\d+) bytes/m.exec(r.stderr)?.[1] ?? NaN);
   if (copied !== size) throw new Error(`dd read ${copied} bytes of ${size}`);
@@ -169,7 +169,7 @@ async function dd(file: string, size: number): Promise<number> {
 }
 
 /** fio 4 KiB random reads, O_DIRECT, `jobs` jobs: read IOPS. */
-async function fio(file: string, jobs: number, runtime: number): Promise<number> {
+export async function fio(file: string, jobs: number, runtime: number): Promise<number> {
   const r = await ok('fio', run(['fio', '--name=r', `--filename=${file}`, '--readonly', '--rw=randread', '--bs=4k', '--direct=1',
     '--ioengine=psync', `--numjobs=${jobs}`, `--runtime=${runtime}`, '--time_based', '--group_reporting',
     '--output-format=json'], { stdout: 'pipe' }));

@@ -62,6 +62,7 @@ function num(v: number, unit: Unit): string {
     case 'GB/s': return v < 10 ? v.toFixed(2) : v.toFixed(1);
     case 'IOPS': return v >= 1000 ? `${(v / 1000).toFixed(1)}k` : v.toFixed(0);
     case 'MB': return v.toFixed(0);
+    case 'GETs': return Number.isInteger(v) ? v.toFixed(0) : v.toFixed(1);
   }
 }
 

@@ -27,9 +27,14 @@ export interface S3Server {
   stop(): Promise<void>;
 }
 
-/** Starts s3rver on 127.0.0.1 with a free port and bucket `bucket`; its data lives in `dataDir`. */
-export async function startS3rver(dataDir: string, bucket: string): Promise<S3Server> {
-  const child: ChildProcess = spawn(process.execPath, [path.join(ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js'),
+/**
+ * Starts s3rver on 127.0.0.1 with a free port and bucket `bucket`; its data
+ * lives in `dataDir`. `script` is s3rver's bin/s3rver.js, for callers
+ * compiled elsewhere (the benchmark, under dist/bench).
+ */
+export async function startS3rver(dataDir: string, bucket: string,
+  script = path.join(ROOT, 'node_modules', 's3rver', 'bin', 's3rver.js')): Promise<S3Server> {
+  const child: ChildProcess = spawn(process.execPath, [script,
     '-d', dataDir, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', bucket], { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   const endpoint = await new Promise<string>((resolve, reject) => {
