@@ -6,14 +6,21 @@
 #include <fcntl.h>
 #include <string.h>
 #include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <linux/fs.h>
 
+#include <memory>
+
 namespace {
 
-Napi::Value Throw(Napi::Env env, int err, const char* syscall) {
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
   Napi::Error e = Napi::Error::New(env, std::string(syscall) + ": " + strerror(err));
   const char* code = "EIO";
   switch (err) {
@@ -38,7 +45,11 @@ Napi::Value Throw(Napi::Env env, int err, const char* syscall) {
   e.Set("code", Napi::String::New(env, code));
   e.Set("errno", Napi::Number::New(env, -err));
   e.Set("syscall", Napi::String::New(env, syscall));
-  e.ThrowAsJavaScriptException();
+  return e;
+}
+
+Napi::Value Throw(Napi::Env env, int err, const char* syscall) {
+  ErrnoError(env, err, syscall).ThrowAsJavaScriptException();
   return env.Undefined();
 }
 
@@ -207,7 +218,180 @@ Napi::Value WriteAll(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// copy_file_range of [offIn, offIn+len) to offOut, on the libuv pool: the
+// kernel copies page cache to page cache, once, without a trip through user
+// space. Where the kernel cannot (files on different file systems, a block
+// device), the same range goes through a buffer (pread/pwrite) on the same
+// thread. Stops early only at the input's end.
+class CopyRangeWorker : public Napi::AsyncWorker {
+ public:
+  CopyRangeWorker(Napi::Env env, int in, int64_t offIn, int out, int64_t offOut, int64_t len)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
+        in_(in), out_(out), offIn_(offIn), offOut_(offOut), len_(len) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    bool viaBuffer = false;
+    while (done_ < len_) {
+      size_t step = static_cast<size_t>(len_ - done_ < (1 << 30) ? len_ - done_ : (1 << 30));
+      ssize_t r;
+      if (!viaBuffer) {
+        loff_t in = offIn_ + done_, out = offOut_ + done_;
+        r = copy_file_range(in_, &in, out_, &out, step, 0);
+        if (r < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS) ) {
+          viaBuffer = true;
+          continue;
+        }
+      } else {
+        r = CopyBuffered(step);
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) { err_ = errno; return; }
+      if (r == 0) return;  // the input's end: the rest stays a hole (zeros)
+      done_ += r;
+    }
+  }
+  // AsyncWorker's OnOK/OnError split cannot carry an errno code: settle here.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    Napi::HandleScope scope(env);
+    if (status == napi_cancelled) deferred_.Reject(ErrnoError(env, ECANCELED, "copy_file_range").Value());
+    else if (err_) deferred_.Reject(ErrnoError(env, err_, syscall_).Value());
+    else deferred_.Resolve(Napi::Number::New(env, static_cast<double>(done_)));
+    delete this;
+  }
+
+ private:
+  // One pread (up to 1 MiB) and the pwrite of what it read; -1 with errno set.
+  ssize_t CopyBuffered(size_t step) {
+    if (!buf_) buf_.reset(static_cast<char*>(malloc(kBuf)));
+    if (!buf_) { errno = ENOMEM; syscall_ = "malloc"; return -1; }
+    size_t n = step < kBuf ? step : kBuf;
+    ssize_t r = pread(in_, buf_.get(), n, offIn_ + done_);
+    if (r <= 0) { syscall_ = "pread"; return r; }
+    for (ssize_t w = 0; w < r;) {
+      ssize_t k = pwrite(out_, buf_.get() + w, r - w, offOut_ + done_ + w);
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0) { syscall_ = "pwrite"; return -1; }
+      w += k;
+    }
+    return r;
+  }
+  struct Free { void operator()(char* p) const { free(p); } };
+  static constexpr size_t kBuf = 1 << 20;
+  Napi::Promise::Deferred deferred_;
+  int in_, out_;
+  int64_t offIn_, offOut_, len_, done_ = 0;
+  int err_ = 0;
+  const char* syscall_ = "copy_file_range";
+  std::unique_ptr<char, Free> buf_;
+};
+
+// copyFileRangeAsync(fdIn, offIn, fdOut, offOut, len) -> Promise<bytes copied>.
+Napi::Value CopyFileRangeAsync(const Napi::CallbackInfo& info) {
+  if (!Args(info, 5)) return info.Env().Undefined();
+  auto* job = new CopyRangeWorker(info.Env(), static_cast<int>(I64(info[0])), I64(info[1]),
+                               static_cast<int>(I64(info[2])), I64(info[3]), I64(info[4]));
+  Napi::Promise p = job->Promise();
+  job->Queue();
+  return p;
+}
+
+// A SIGBUS while scanning a mapping (the file was cut short meanwhile) jumps
+// back to the scan, which reports EIO; any other SIGBUS gets the default.
+thread_local sigjmp_buf* scanJump = nullptr;
+struct sigaction previousBus;
+
+void OnBus(int sig, siginfo_t* si, void* ctx) {
+  if (scanJump) siglongjmp(*scanJump, 1);
+  if (previousBus.sa_flags & SA_SIGINFO) {
+    if (previousBus.sa_sigaction) { previousBus.sa_sigaction(sig, si, ctx); return; }
+  } else if (previousBus.sa_handler != SIG_DFL && previousBus.sa_handler != SIG_IGN) {
+    previousBus.sa_handler(sig);
+    return;
+  }
+  signal(SIGBUS, SIG_DFL);
+  raise(SIGBUS);
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  // Real data almost always differs in its first bytes: look there before the full pass.
+  size_t head = n < 64 ? n : 64;
+  for (size_t i = 0; i < head; i++) if (p[i]) return false;
+  if (n <= head) return true;
+  return p[head] == 0 && memcmp(p + head, p + head + 1, n - head - 1) == 0;
+}
+
+// nonZeroSegments(fd, position, length, phase, granule, out) -> segments:
+// reads the file's [position, position+length) through a read-only mapping
+// (no copy) and sets out[k] = 1 if segment k holds a non-zero byte (leaves
+// it otherwise). Segments end where (phase + bytes from position) is a
+// multiple of granule: a caller whose file offsets are virtual offsets plus
+// a delta passes the virtual offset's phase. Bytes past the file's current
+// end count as zeros.
+Napi::Value NonZeroSegments(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[5].IsTypedArray() || !Args(info, 5)) {
+    Napi::TypeError::New(env, "bad arguments").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = static_cast<int>(I64(info[0]));
+  int64_t pos = I64(info[1]), len = I64(info[2]), phase = I64(info[3]), granule = I64(info[4]);
+  Napi::Uint8Array out = info[5].As<Napi::Uint8Array>();
+  if (pos < 0 || len < 0 || granule <= 0 || phase < 0) {
+    Napi::RangeError::New(env, "bad range").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int64_t firstLen = granule - (phase % granule);
+  int64_t segments = len == 0 ? 0 : 1 + (len > firstLen ? (len - firstLen + granule - 1) / granule : 0);
+  if (static_cast<uint64_t>(segments) > out.ElementLength()) {
+    Napi::RangeError::New(env, "out is too short").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0) return Throw(env, errno, "fstat");
+  int64_t end = pos + len < st.st_size ? pos + len : st.st_size;
+  if (end <= pos) return Napi::Number::New(env, static_cast<double>(segments));
+  static bool installed = false;
+  if (!installed) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = OnBus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &previousBus) < 0) return Throw(env, errno, "sigaction");
+    installed = true;
+  }
+  int64_t page = sysconf(_SC_PAGESIZE);
+  int64_t base = pos - pos % page;
+  size_t mapLen = static_cast<size_t>(end - base);
+  void* m = mmap(nullptr, mapLen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, base);
+  if (m == MAP_FAILED) return Throw(env, errno, "mmap");
+  const uint8_t* data = static_cast<const uint8_t*>(m) + (pos - base);
+  uint8_t* o = out.Data();
+  sigjmp_buf jump;
+  bool faulted = false;
+  if (sigsetjmp(jump, 1) == 0) {
+    scanJump = &jump;
+    int64_t at = 0, seg = 0, stop = end - pos;
+    while (at < stop) {
+      int64_t n = (seg == 0 ? firstLen : granule);
+      if (at + n > stop) n = stop - at;
+      if (!o[seg] && !AllZero(data + at, static_cast<size_t>(n))) o[seg] = 1;
+      at += n;
+      seg++;
+    }
+  } else {
+    faulted = true;
+  }
+  scanJump = nullptr;
+  munmap(m, mapLen);
+  if (faulted) return Throw(env, EIO, "mmap read (file cut short)");
+  return Napi::Number::New(env, static_cast<double>(segments));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("copyFileRangeAsync", Napi::Function::New(env, CopyFileRangeAsync));
+  exports.Set("nonZeroSegments", Napi::Function::New(env, NonZeroSegments));
   exports.Set("sendFile", Napi::Function::New(env, SendFile));
   exports.Set("writeAll", Napi::Function::New(env, WriteAll));
   exports.Set("seekData", Napi::Function::New(env, SeekData));

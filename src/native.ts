@@ -11,6 +11,20 @@ export interface Native {
   seekHole(fd: number, offset: number): number;
   /** copy_file_range(2): bytes copied (may be short; 0 at EOF of the source). */
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): number;
+  /**
+   * copy_file_range(2) of [offIn, offIn+length) to offOut on the libuv thread pool (pread/pwrite
+   * there where the kernel cannot copy between these files): resolves to the bytes copied, short
+   * only at the input's end. Rejects with a Node-style error (`code`, `syscall`).
+   */
+  copyFileRangeAsync(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>;
+  /**
+   * Scans the file's [position, position+length) through a read-only mapping (no copy) and sets
+   * out[k] = 1 where segment k holds a non-zero byte (other entries are left as they are).
+   * Segments end where phase + (bytes from position) is a multiple of `granule`; bytes past the
+   * file's current end count as zeros. Returns the number of segments. A file cut short during
+   * the scan throws EIO.
+   */
+  nonZeroSegments(fd: number, position: number, length: number, phase: number, granule: number, out: Uint8Array): number;
   /** fallocate(PUNCH_HOLE | KEEP_SIZE). */
   punchHole(fd: number, offset: number, length: number): void;
   /** preadv2(RWF_NOWAIT): bytes read, or -1 if the read would block (data not cached). */

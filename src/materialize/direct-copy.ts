@@ -1,0 +1,88 @@
+/**
+ * Kernel copies for the writers: where a view's bytes lie in files (chain
+ * files, a raw backing image, an lvol's device: `Layer.mapDirect`), ranges
+ * go from those files to the output with copy_file_range on the libuv
+ * thread pool (native.copyFileRangeAsync), never through a buffer of ours.
+ * The caller goes on planning the next batch while the pool copies; a
+ * bounded number of bytes is in flight.
+ */
+import type { ResolvedRun } from '../chain/source';
+import { native } from '../native';
+
+/** A piece of a data run whose bytes are in a file: virtual [offset, offset+length) at file offset + delta, zeros from fileEnd on. */
+export interface DirectRun {
+  offset: number;
+  length: number;
+  fd: number;
+  delta: number;
+  /** File offset from which the layer reads zeros (its size at open). */
+  fileEnd: number;
+}
+
+/** Bytes of copies in flight before the writer waits for the oldest. */
+const IN_FLIGHT = 64 << 20;
+
+/**
+ * The file pieces of `pieces` (data runs, in order), or null when some part
+ * has no file behind it (a remote layer, a compressed cluster, a layer
+ * without mapDirect): such a batch goes through memory.
+ */
+export function directPieces(pieces: readonly ResolvedRun[]): DirectRun[] | null {
+  const out: DirectRun[] = [];
+  for (const p of pieces) {
+    const layer = p.layer;
+    if (!layer || layer.asyncOnly || !layer.mapDirect) return null;
+    let ok = true;
+    layer.mapDirect(p.offset, p.length, (offset, length, fd, delta, fileEnd) => {
+      if (fd < 0) ok = false;
+      else out.push({ offset, length, fd, delta, fileEnd });
+    });
+    if (!ok) return null;
+  }
+  return out;
+}
+
+/** Copies to one output file, a bounded number in flight; the first failure is thrown by settle() or drain(). */
+export class DirectCopies {
+  private readonly pending: { done: Promise<void>; bytes: number }[] = [];
+  private inFlight = 0;
+  private failure: unknown = null;
+
+  constructor(private readonly outFd: number) {}
+
+  /**
+   * Copies virtual [from, to) of `runs` (sorted) to the output at `hostOffset`
+   * (virtual `from` lands there). Parts past a file's end, and gaps between
+   * runs, are not written: the output's holes read as the zeros they are.
+   */
+  copy(runs: readonly DirectRun[], from: number, to: number, hostOffset: number): void {
+    for (const r of runs) {
+      const a = Math.max(r.offset, from);
+      const b = Math.min(r.offset + r.length, to, r.fileEnd - r.delta);
+      if (b <= a) continue;
+      const bytes = b - a;
+      this.inFlight += bytes;
+      const done = native.copyFileRangeAsync(r.fd, a + r.delta, this.outFd, hostOffset + (a - from), bytes).then(
+        () => { this.inFlight -= bytes; },
+        (e: unknown) => { this.inFlight -= bytes; this.failure ??= e; },
+      );
+      this.pending.push({ done, bytes });
+    }
+  }
+
+  /** Waits while more than IN_FLIGHT bytes are being copied; throws a copy's failure. */
+  async settle(): Promise<void> {
+    while (this.inFlight > IN_FLIGHT && this.pending.length) await this.pending.shift()!.done;
+    this.check();
+  }
+
+  /** Waits for every copy; throws the first failure. */
+  async drain(): Promise<void> {
+    while (this.pending.length) await this.pending.shift()!.done;
+    this.check();
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+}
