@@ -40,6 +40,10 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall) {
     case EOVERFLOW: code = "EOVERFLOW"; break;
     case ESPIPE: code = "ESPIPE"; break;
     case EPIPE: code = "EPIPE"; break;
+    case EDQUOT: code = "EDQUOT"; break;
+    case ENOMEM: code = "ENOMEM"; break;
+    case ENODEV: code = "ENODEV"; break;
+    case ECANCELED: code = "ECANCELED"; break;
     default: break;
   }
   e.Set("code", Napi::String::New(env, code));

@@ -7,6 +7,7 @@
  * bounded number of bytes is in flight.
  */
 import type { ResolvedRun } from '../chain/source';
+import { ChainfsError } from '../errors';
 import { native } from '../native';
 
 /** A piece of a data run whose bytes are in a file: virtual [offset, offset+length) at file offset + delta, zeros from fileEnd on. */
@@ -17,6 +18,8 @@ export interface DirectRun {
   delta: number;
   /** File offset from which the layer reads zeros (its size at open). */
   fileEnd: number;
+  /** The layer's path, for messages. */
+  path: string;
 }
 
 /** Bytes of copies in flight before the writer waits for the oldest. */
@@ -35,7 +38,7 @@ export function directPieces(pieces: readonly ResolvedRun[]): DirectRun[] | null
     let ok = true;
     layer.mapDirect(p.offset, p.length, (offset, length, fd, delta, fileEnd) => {
       if (fd < 0) ok = false;
-      else out.push({ offset, length, fd, delta, fileEnd });
+      else out.push({ offset, length, fd, delta, fileEnd, path: layer.path });
     });
     if (!ok) return null;
   }
@@ -64,7 +67,7 @@ export class DirectCopies {
       this.inFlight += bytes;
       const done = native.copyFileRangeAsync(r.fd, a + r.delta, this.outFd, hostOffset + (a - from), bytes).then(
         () => { this.inFlight -= bytes; },
-        (e: unknown) => { this.inFlight -= bytes; this.failure ??= e; },
+        (e: unknown) => { this.inFlight -= bytes; this.failure ??= copyError(e, r.path, a + r.delta, bytes); },
       );
       this.pending.push({ done, bytes });
     }
@@ -84,5 +87,30 @@ export class DirectCopies {
 
   private check(): void {
     if (this.failure) throw this.failure;
+  }
+}
+
+/**
+ * A failed copy: the output's own errors (no space, too big) as they are,
+ * the rest (EIO of the source, most likely) as a one-line error naming the
+ * layer file.
+ */
+function copyError(e: unknown, path: string, offset: number, bytes: number): unknown {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC' || code === 'EFBIG' || code === 'EDQUOT' || code === 'EBADF') return e;
+  return new ChainfsError(path, `copying ${bytes} bytes at offset ${offset} failed: ${code ?? (e as Error).message}`, code ?? 'EIO');
+}
+
+/** How long a writer may run without letting the event loop turn (signals, the progress bar, copy completions). */
+const TURN_MS = 20;
+
+/** Yields to the event loop when the last turn is more than TURN_MS ago: writers call it between batches. */
+export class LoopTurns {
+  private last = Date.now();
+
+  async maybe(): Promise<void> {
+    if (Date.now() - this.last < TURN_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.last = Date.now();
   }
 }

@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import type { ImageSource, ResolvedRun } from '../chain/source';
 import { ChainfsError } from '../errors';
-import { DirectCopies, directPieces, type DirectRun } from './direct-copy';
+import { DirectCopies, LoopTurns, directPieces, type DirectRun } from './direct-copy';
 import { native } from '../native';
 import { WriteBehind } from './write-behind';
 
@@ -175,6 +175,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
   /** Direct batches: nonZero[c] = 1 if cluster c of the batch holds a non-zero byte. */
   const nonZero = new Uint8Array(BATCH / cs + 1);
   const copies = new DirectCopies(host.fd);
+  const turns = new LoopTurns();
   let stored = 0;
   let reported = 0;
   const report = (done: number): void => {
@@ -232,22 +233,31 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     groupLen = 1;
   };
 
+  /** Marks the batch's non-zero clusters in nonZero; false if a file cannot be mapped (the batch then goes through memory). */
+  const scanZeros = (runs: DirectRun[], start: number, length: number): boolean => {
+    nonZero.fill(0, 0, Math.ceil(length / cs));
+    for (const d of runs) {
+      const inFile = Math.min(d.length, d.fileEnd - (d.offset + d.delta));
+      if (inFile <= 0) continue;
+      try {
+        native.nonZeroSegments(d.fd, d.offset + d.delta, inFile, d.offset % cs, cs, nonZero.subarray(Math.floor((d.offset - start) / cs)));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EIO') throw new ChainfsError(d.path, `read at offset ${d.offset + d.delta} failed: EIO`, 'EIO');
+        return false;
+      }
+    }
+    return true;
+  };
+
   const copyBatch = async (start: number, length: number, pieces: ResolvedRun[]): Promise<void> => {
     // Without compression, pieces whose bytes lie in files are never read
     // here: their clusters are checked for zeros through a mapping and
     // copied file to file by the kernel (on the thread pool, while the next
     // batch is looked at).
     direct = opts.compress ? null : directPieces(pieces);
-    if (direct) {
-      const clusters = Math.ceil(length / cs);
-      nonZero.fill(0, 0, clusters);
-      for (const d of direct) {
-        const inFile = Math.min(d.length, d.fileEnd - (d.offset + d.delta));
-        if (inFile <= 0) continue;
-        const c = Math.floor((d.offset - start) / cs);
-        native.nonZeroSegments(d.fd, d.offset + d.delta, inFile, d.offset % cs, cs, nonZero.subarray(c));
-      }
-    } else {
+    if (direct && !scanZeros(direct, start, length)) direct = null;
+    if (!direct) {
       // Zeros only where no piece lands (between them, and the last cluster's tail).
       let filled = 0;
       for (const p of pieces) {
@@ -274,6 +284,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     }
     flushGroup(); // the input buffer is reused by the next batch
     await copies.settle();
+    await turns.maybe();
   };
 
   try {
