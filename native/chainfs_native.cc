@@ -325,23 +325,94 @@ bool AllZero(const uint8_t* p, size_t n) {
   return p[head] == 0 && memcmp(p + head, p + head + 1, n - head - 1) == 0;
 }
 
-// nonZeroSegments(fd, position, length, phase, granule, out) -> segments:
-// reads the file's [position, position+length) through a read-only mapping
-// (no copy) and sets out[k] = 1 if segment k holds a non-zero byte (leaves
-// it otherwise). Segments end where (phase + bytes from position) is a
-// multiple of granule: a caller whose file offsets are virtual offsets plus
-// a delta passes the virtual offset's phase. Bytes past the file's current
-// end count as zeros.
-Napi::Value NonZeroSegments(const Napi::CallbackInfo& info) {
+// A read-only, populated mapping of part of a layer file: scanned for zeros
+// and written to the output from, so the bytes are copied once (page cache
+// to page cache, by pwrite) and never read into a buffer of ours. Unmapped
+// once released and no write from it is in flight (or when collected).
+struct Mapping {
+  void* base = nullptr;
+  size_t mapLen = 0;
+  const uint8_t* data = nullptr;  // the byte at the position asked
+  int64_t len = 0;                // bytes mapped from there (clipped to the file's end)
+  int inflight = 0;
+  bool released = false;
+  void Unmap() {
+    if (base) munmap(base, mapLen);
+    base = nullptr;
+  }
+};
+
+Mapping* MappingOf(const Napi::Value& v) { return v.As<Napi::External<Mapping>>().Data(); }
+
+bool InstallBusHandler(Napi::Env env) {
+  static bool installed = false;
+  if (installed) return true;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = OnBus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGBUS, &sa, &previousBus) < 0) {
+    Throw(env, errno, "sigaction");
+    return false;
+  }
+  installed = true;
+  return true;
+}
+
+// mapRange(fd, position, length) -> mapping: the file's [position,
+// position+length) mapped read-only and populated (MAP_POPULATE: the page
+// cache's pages are mapped in one pass, not faulted in one by one), clipped
+// to the file's current end.
+Napi::Value MapRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 6 || !info[5].IsTypedArray() || !Args(info, 5)) {
+  if (!Args(info, 3)) return env.Undefined();
+  int fd = static_cast<int>(I64(info[0]));
+  int64_t pos = I64(info[1]), len = I64(info[2]);
+  if (pos < 0 || len < 0) {
+    Napi::RangeError::New(env, "bad range").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!InstallBusHandler(env)) return env.Undefined();
+  struct stat st;
+  if (fstat(fd, &st) < 0) return Throw(env, errno, "fstat");
+  auto* m = new Mapping();
+  int64_t end = pos + len < st.st_size ? pos + len : st.st_size;
+  if (end > pos) {
+    int64_t page = sysconf(_SC_PAGESIZE);
+    int64_t base = pos - pos % page;
+    m->mapLen = static_cast<size_t>(end - base);
+    void* p = mmap(nullptr, m->mapLen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, base);
+    if (p == MAP_FAILED) {
+      int err = errno;
+      delete m;
+      return Throw(env, err, "mmap");
+    }
+    m->base = p;
+    m->data = static_cast<const uint8_t*>(p) + (pos - base);
+    m->len = end - pos;
+  }
+  return Napi::External<Mapping>::New(env, m, [](Napi::Env, Mapping* m) {
+    m->Unmap();
+    delete m;
+  });
+}
+
+// nonZeroMapped(mapping, offset, length, phase, granule, out) -> segments:
+// sets out[k] = 1 where segment k of the mapping's [offset, offset+length)
+// holds a non-zero byte (other entries are left as they are). Segments end
+// where phase + (bytes from offset) is a multiple of granule. Bytes past
+// what is mapped count as zeros. A file cut short meanwhile throws EIO.
+Napi::Value NonZeroMapped(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsExternal() || !info[5].IsTypedArray()) {
     Napi::TypeError::New(env, "bad arguments").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int fd = static_cast<int>(I64(info[0]));
-  int64_t pos = I64(info[1]), len = I64(info[2]), phase = I64(info[3]), granule = I64(info[4]);
+  Mapping* m = MappingOf(info[0]);
+  int64_t off = I64(info[1]), len = I64(info[2]), phase = I64(info[3]), granule = I64(info[4]);
   Napi::Uint8Array out = info[5].As<Napi::Uint8Array>();
-  if (pos < 0 || len < 0 || granule <= 0 || phase < 0) {
+  if (off < 0 || len < 0 || granule <= 0 || phase < 0) {
     Napi::RangeError::New(env, "bad range").ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -351,32 +422,15 @@ Napi::Value NonZeroSegments(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "out is too short").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  struct stat st;
-  if (fstat(fd, &st) < 0) return Throw(env, errno, "fstat");
-  int64_t end = pos + len < st.st_size ? pos + len : st.st_size;
-  if (end <= pos) return Napi::Number::New(env, static_cast<double>(segments));
-  static bool installed = false;
-  if (!installed) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = OnBus;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGBUS, &sa, &previousBus) < 0) return Throw(env, errno, "sigaction");
-    installed = true;
-  }
-  int64_t page = sysconf(_SC_PAGESIZE);
-  int64_t base = pos - pos % page;
-  size_t mapLen = static_cast<size_t>(end - base);
-  void* m = mmap(nullptr, mapLen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, base);
-  if (m == MAP_FAILED) return Throw(env, errno, "mmap");
-  const uint8_t* data = static_cast<const uint8_t*>(m) + (pos - base);
+  int64_t stop = off + len < m->len ? len : m->len - off;
+  if (stop <= 0 || !m->base) return Napi::Number::New(env, static_cast<double>(segments));
+  const uint8_t* data = m->data + off;
   uint8_t* o = out.Data();
   sigjmp_buf jump;
   bool faulted = false;
   if (sigsetjmp(jump, 1) == 0) {
     scanJump = &jump;
-    int64_t at = 0, seg = 0, stop = end - pos;
+    int64_t at = 0, seg = 0;
     while (at < stop) {
       int64_t n = (seg == 0 ? firstLen : granule);
       if (at + n > stop) n = stop - at;
@@ -388,14 +442,85 @@ Napi::Value NonZeroSegments(const Napi::CallbackInfo& info) {
     faulted = true;
   }
   scanJump = nullptr;
-  munmap(m, mapLen);
   if (faulted) return Throw(env, EIO, "mmap read (file cut short)");
   return Napi::Number::New(env, static_cast<double>(segments));
 }
 
+// pwrite of a mapping's [offset, offset+length) at outPos, on the libuv
+// pool. Bytes past what is mapped are not written (the output's hole there
+// reads as the zeros a layer reads past its end).
+class WriteMappedWorker : public Napi::AsyncWorker {
+ public:
+  WriteMappedWorker(Napi::Env env, Napi::External<Mapping> ext, int64_t off, int64_t len, int out, int64_t outPos)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), ref_(Napi::Persistent(ext)),
+        m_(ext.Data()), off_(off), len_(len), out_(out), outPos_(outPos) {
+    m_->inflight++;
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int64_t stop = off_ + len_ < m_->len ? off_ + len_ : m_->len;
+    const char* p = reinterpret_cast<const char*>(m_->data);
+    for (int64_t at = off_; at < stop;) {
+      ssize_t r = pwrite(out_, p + at, static_cast<size_t>(stop - at), outPos_ + (at - off_));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) { err_ = errno; return; }  // EFAULT: the file was cut short under the mapping
+      at += r;
+    }
+  }
+
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    Napi::HandleScope scope(env);
+    if (--m_->inflight == 0 && m_->released) m_->Unmap();
+    if (status == napi_cancelled) deferred_.Reject(ErrnoError(env, ECANCELED, "pwrite").Value());
+    else if (err_) deferred_.Reject(ErrnoError(env, err_, "pwrite").Value());
+    else deferred_.Resolve(env.Undefined());
+    ref_.Reset();
+    delete this;
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::External<Mapping>> ref_;  // keeps the mapping from being collected meanwhile
+  Mapping* m_;
+  int64_t off_, len_;
+  int out_;
+  int64_t outPos_;
+  int err_ = 0;
+};
+
+// writeMappedAsync(mapping, offset, length, outFd, outPos) -> Promise<void>.
+Napi::Value WriteMappedAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsExternal()) {
+    Napi::TypeError::New(env, "bad arguments").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto ext = info[0].As<Napi::External<Mapping>>();
+  auto* job = new WriteMappedWorker(env, ext, I64(info[1]), I64(info[2]), static_cast<int>(I64(info[3])), I64(info[4]));
+  Napi::Promise p = job->Promise();
+  job->Queue();
+  return p;
+}
+
+// releaseMapping(mapping): unmaps it now, or when its last write is done.
+Napi::Value ReleaseMapping(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "bad arguments").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Mapping* m = MappingOf(info[0]);
+  m->released = true;
+  if (m->inflight == 0) m->Unmap();
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("copyFileRangeAsync", Napi::Function::New(env, CopyFileRangeAsync));
-  exports.Set("nonZeroSegments", Napi::Function::New(env, NonZeroSegments));
+  exports.Set("mapRange", Napi::Function::New(env, MapRange));
+  exports.Set("nonZeroMapped", Napi::Function::New(env, NonZeroMapped));
+  exports.Set("writeMappedAsync", Napi::Function::New(env, WriteMappedAsync));
+  exports.Set("releaseMapping", Napi::Function::New(env, ReleaseMapping));
   exports.Set("sendFile", Napi::Function::New(env, SendFile));
   exports.Set("writeAll", Napi::Function::New(env, WriteAll));
   exports.Set("seekData", Napi::Function::New(env, SeekData));

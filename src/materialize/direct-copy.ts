@@ -1,14 +1,18 @@
 /**
  * Kernel copies for the writers: where a view's bytes lie in files (chain
  * files, a raw backing image, an lvol's device: `Layer.mapDirect`), ranges
- * go from those files to the output with copy_file_range on the libuv
- * thread pool (native.copyFileRangeAsync), never through a buffer of ours.
- * The caller goes on planning the next batch while the pool copies; a
- * bounded number of bytes is in flight.
+ * go from those files to the output on the libuv thread pool, never through
+ * a buffer of ours: by copy_file_range (which falls back to a buffer on the
+ * pool where the kernel cannot copy between the files), or, when the
+ * writer has mapped the runs to look for zeros (qcow2: mapRuns), by pwrite
+ * from that mapping, which spares a second trip through the page cache.
+ * Either way each byte is copied once, page cache to page cache. The
+ * caller goes on planning the next batch while the pool writes; a bounded
+ * number of bytes is in flight.
  */
 import type { ResolvedRun } from '../chain/source';
-import { ChainfsError } from '../errors';
-import { native } from '../native';
+import { ChainfsError, LayerReadError } from '../errors';
+import { native, type Mapping } from '../native';
 
 /** A piece of a data run whose bytes are in a file: virtual [offset, offset+length) at file offset + delta, zeros from fileEnd on. */
 export interface DirectRun {
@@ -20,6 +24,8 @@ export interface DirectRun {
   fileEnd: number;
   /** The layer's path, for messages. */
   path: string;
+  /** The run's bytes in the file, mapped (mapRuns); writes then come from here. */
+  map?: Mapping;
 }
 
 /** Bytes of copies in flight before the writer waits for the oldest. */
@@ -45,6 +51,52 @@ export function directPieces(pieces: readonly ResolvedRun[]): DirectRun[] | null
   return out;
 }
 
+/**
+ * Maps every run's bytes (up to its file's end): true when all are mapped.
+ * False (nothing left mapped) where a file cannot be mapped: the caller
+ * reads through memory or copies with copy_file_range instead. A read
+ * error is thrown as a LayerReadError naming the file.
+ */
+export function mapRuns(runs: DirectRun[]): boolean {
+  for (const r of runs) {
+    const inFile = Math.min(r.length, r.fileEnd - (r.offset + r.delta));
+    if (inFile <= 0) continue;
+    try {
+      r.map = native.mapRange(r.fd, r.offset + r.delta, inFile);
+    } catch (e) {
+      releaseRuns(runs);
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EIO') throw new LayerReadError(r.path, `read at offset ${r.offset + r.delta} failed: EIO`);
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Marks in `out` the non-zero segments of the mapped runs: segments are the
+ * view's `granule`-aligned pieces, out[k] the one at `start + k * granule`.
+ */
+export function markNonZero(runs: readonly DirectRun[], start: number, granule: number, out: Uint8Array): void {
+  for (const r of runs) {
+    if (!r.map) continue;
+    const k = Math.floor((r.offset - start) / granule);
+    try {
+      native.nonZeroMapped(r.map, 0, r.length, r.offset % granule, granule, out.subarray(k));
+    } catch (e) {
+      throw new LayerReadError(r.path, `read at offset ${r.offset + r.delta} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+}
+
+/** Unmaps the runs' mappings once their writes are done. */
+export function releaseRuns(runs: DirectRun[]): void {
+  for (const r of runs) {
+    if (r.map) native.releaseMapping(r.map);
+    r.map = undefined;
+  }
+}
+
 /** Copies to one output file, a bounded number in flight; the first failure is thrown by settle() or drain(). */
 export class DirectCopies {
   private readonly pending: { done: Promise<void>; bytes: number }[] = [];
@@ -65,7 +117,10 @@ export class DirectCopies {
       if (b <= a) continue;
       const bytes = b - a;
       this.inFlight += bytes;
-      const done = native.copyFileRangeAsync(r.fd, a + r.delta, this.outFd, hostOffset + (a - from), bytes).then(
+      const write = r.map
+        ? native.writeMappedAsync(r.map, a - r.offset, bytes, this.outFd, hostOffset + (a - from))
+        : native.copyFileRangeAsync(r.fd, a + r.delta, this.outFd, hostOffset + (a - from), bytes);
+      const done = write.then(
         () => { this.inFlight -= bytes; },
         (e: unknown) => { this.inFlight -= bytes; this.failure ??= copyError(e, r.path, a + r.delta, bytes); },
       );

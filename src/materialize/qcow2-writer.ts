@@ -25,8 +25,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import type { ImageSource, ResolvedRun } from '../chain/source';
 import { ChainfsError } from '../errors';
-import { DirectCopies, LoopTurns, directPieces, type DirectRun } from './direct-copy';
-import { native } from '../native';
+import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
 import { WriteBehind } from './write-behind';
 
 export interface Qcow2WriteOptions {
@@ -233,28 +232,24 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     groupLen = 1;
   };
 
-  /** Marks the batch's non-zero clusters in nonZero; false if a file cannot be mapped (the batch then goes through memory). */
+  /** Maps the batch's file pieces and marks its non-zero clusters; false if a file cannot be mapped (the batch then goes through memory). */
   const scanZeros = (runs: DirectRun[], start: number, length: number): boolean => {
+    if (!mapRuns(runs)) return false;
     nonZero.fill(0, 0, Math.ceil(length / cs));
-    for (const d of runs) {
-      const inFile = Math.min(d.length, d.fileEnd - (d.offset + d.delta));
-      if (inFile <= 0) continue;
-      try {
-        native.nonZeroSegments(d.fd, d.offset + d.delta, inFile, d.offset % cs, cs, nonZero.subarray(Math.floor((d.offset - start) / cs)));
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EIO') throw new ChainfsError(d.path, `read at offset ${d.offset + d.delta} failed: EIO`, 'EIO');
-        return false;
-      }
+    try {
+      markNonZero(runs, start, cs, nonZero);
+    } catch (e) {
+      releaseRuns(runs);
+      throw e;
     }
     return true;
   };
 
   const copyBatch = async (start: number, length: number, pieces: ResolvedRun[]): Promise<void> => {
     // Without compression, pieces whose bytes lie in files are never read
-    // here: their clusters are checked for zeros through a mapping and
-    // copied file to file by the kernel (on the thread pool, while the next
-    // batch is looked at).
+    // into a buffer: their clusters are checked for zeros in a mapping of
+    // the files, and written from it on the thread pool while the next
+    // batch is looked at.
     direct = opts.compress ? null : directPieces(pieces);
     if (direct && !scanZeros(direct, start, length)) direct = null;
     if (!direct) {
@@ -283,6 +278,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
       next = last + 1;
     }
     flushGroup(); // the input buffer is reused by the next batch
+    if (direct) releaseRuns(direct); // unmapped once their writes are done
     await copies.settle();
     await turns.maybe();
   };
