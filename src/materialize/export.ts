@@ -184,6 +184,8 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
     for (const w of catalog.warnings) hooks.warn(w);
     const entry = catalog.select(req.selector);
     view = await entry.open({});
+    // Identity of the files as opened: any change from here to the commit is a change during the export.
+    const stamps = stampFiles(view.files);
     for (const w of view.warnings) hooks.warn(w);
     const out = resolveOut(req, entry.name, hooks);
     const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false,
@@ -194,7 +196,7 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
     const delta = req.since === undefined ? {} : await prepareDelta(req, catalog, out);
     return {
       catalog, view, out, plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
-      stamps: stampFiles(view.files), viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
+      stamps, viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
       ...delta,
     };
   } catch (e) {
