@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -363,7 +364,8 @@ bool InstallBusHandler(Napi::Env env) {
 // mapRange(fd, position, length) -> mapping: the file's [position,
 // position+length) mapped read-only and populated (MAP_POPULATE: the page
 // cache's pages are mapped in one pass, not faulted in one by one), clipped
-// to the file's current end.
+// to the file's (or block device's) current end. Other kinds of file throw
+// ENODEV.
 Napi::Value MapRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!Args(info, 3)) return env.Undefined();
@@ -376,8 +378,16 @@ Napi::Value MapRange(const Napi::CallbackInfo& info) {
   if (!InstallBusHandler(env)) return env.Undefined();
   struct stat st;
   if (fstat(fd, &st) < 0) return Throw(env, errno, "fstat");
+  int64_t size = st.st_size;
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t bytes = 0;  // a block device's st_size is 0: ask the device
+    if (ioctl(fd, BLKGETSIZE64, &bytes) < 0) return Throw(env, errno, "ioctl(BLKGETSIZE64)");
+    size = static_cast<int64_t>(bytes);
+  } else if (!S_ISREG(st.st_mode)) {
+    return Throw(env, ENODEV, "mmap");  // nothing else is mapped: the caller reads instead
+  }
   auto* m = new Mapping();
-  int64_t end = pos + len < st.st_size ? pos + len : st.st_size;
+  int64_t end = pos + len < size ? pos + len : size;
   if (end > pos) {
     int64_t page = sysconf(_SC_PAGESIZE);
     int64_t base = pos - pos % page;
