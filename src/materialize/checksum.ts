@@ -2,7 +2,7 @@
  * SHA-512 of an output on a worker thread, so hashing overlaps copying: the
  * copier fills one of a few transferable buffers, writes it out and hands it
  * to the worker, which hashes it and hands it back. A run of zeros is only a
- * length. Memory: RING buffers of CHUNK bytes (16 MiB), whatever the size.
+ * length. Memory: RING buffers of CHUNK bytes (32 MiB), whatever the size.
  *
  * Bytes must be fed in file order (a hash has no random access). Runs on
  * compiled code only: the worker is the sibling `hash-worker.js`.
@@ -13,7 +13,8 @@ import { ChainfsError } from '../errors';
 
 /** Size of one transfer buffer. */
 export const CHUNK = 4 << 20;
-const RING = 4;
+/** Buffers in the ring: enough that a copier held up a moment (a busy machine) does not leave the hash idle. */
+const RING = 8;
 
 export type ToHashWorker =
   | { t: 'data'; buf: ArrayBuffer; length: number }

@@ -4,18 +4,19 @@
  * directory layout. This is the main-thread half: it checks everything that
  * can be checked before writing (the view opens, OUT is new and outside the
  * source, the replica is not live, the space is there), creates the
- * temporary output, runs the copy on a worker (job.ts), and commits only a
- * complete, flushed result whose source did not change meanwhile.
+ * temporary output, runs the copy (job.ts) on the view it checked, and
+ * commits only a complete, flushed result whose source did not change
+ * meanwhile.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError } from '../errors';
-import type { Catalog, SourceOptions, ViewSelector } from '../source/catalog';
+import type { Catalog, OpenedView, SourceOptions, ViewSelector } from '../source/catalog';
 import { namedView } from '../source/named';
-import { checkBase } from './base-check';
 import type { QcowBacking } from './qcow2-writer';
 import { openSource } from '../source/open';
-import { runJobInWorker, type ExportFormat, type JobProgress } from './job';
+import { Sha512Worker } from './checksum';
+import { runJob, type ExportFormat, type JobProgress } from './job';
 import { BACKING_CFG, BACKING_FILE, BACKING_MODE, encodeBackingCfg, goTimeString, parseBackingImageDir, withUuidSuffix } from './longhorn-layout';
 import { AtomicOutput, planOutput, removeStaleTemporaries, sourcePlaces, writeFailed, type OutputPlan } from './output';
 import { DEFAULT_CLUSTER_SIZE } from './qcow2-writer';
@@ -90,7 +91,21 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
   const checksum = req.checksum ?? req.layout === 'longhorn';
   const clusterSize = req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined;
   if (req.layout === 'longhorn' && !isDirectory(req.out)) parseBackingImageDir(req.out); // a name Longhorn refuses fails before anything is opened
-  const pre = await prepare(req, hooks);
+  // The hash worker starts now: its start-up overlaps the checks.
+  const hash = checksum ? new Sha512Worker() : undefined;
+  let pre: Prepared | undefined;
+  try {
+    pre = await prepare(req, hooks);
+    return await exportPrepared(req, pre, hooks, hash, clusterSize, started);
+  } finally {
+    await hash?.close();
+    pre?.view.close();
+    pre?.catalog.close();
+  }
+}
+
+async function exportPrepared(req: ExportRequest, pre: Prepared, hooks: ExportHooks, hash: Sha512Worker | undefined,
+  clusterSize: number | undefined, started: bigint): Promise<ExportSummary> {
   req = { ...req, out: pre.out };
   const bi = req.layout === 'longhorn' ? parseBackingImageDir(req.out) : undefined;
   if (!req.compress) checkFreeSpace(pre.plan.dir, estimateOutputBytes(pre, clusterSize), req.out);
@@ -105,12 +120,11 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const result = await runJobInWorker({
-      sources: req.sources, sourceOptions: req.sourceOptions, viewPath: pre.viewPath,
-      format: req.format, clusterSize, compress: req.compress ?? false, checksum,
+    const result = await runJob({
+      format: req.format, clusterSize, compress: req.compress ?? false, checksum: !!hash,
       fd: output.fd, imagePath: output.imageTmpPath, out: req.out, dataBytes: pre.dataBytes,
       since: pre.since, backing: pre.backing,
-    }, (p) => hooks.progress?.(p));
+    }, pre.catalog, pre.view, hash, (p) => hooks.progress?.(p));
     output.sync();
     checkUnchanged(pre, req, hooks);
     const st = fs.statSync(output.imageTmpPath, { bigint: true });
@@ -139,8 +153,10 @@ export async function exportImage(req: ExportRequest, hooks: ExportHooks): Promi
   }
 }
 
-/** What is known before the first write. */
+/** What is known before the first write, and the view it was learnt from (open: the copy reads it). */
 interface Prepared {
+  catalog: Catalog;
+  view: OpenedView;
   /** OUT as it will be written (see resolveOut). */
   out: string;
   plan: OutputPlan;
@@ -163,28 +179,30 @@ interface Prepared {
 
 async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared> {
   const catalog = await openSource(req.sources, req.sourceOptions);
+  let view: OpenedView | undefined;
   try {
     for (const w of catalog.warnings) hooks.warn(w);
     const entry = catalog.select(req.selector);
-    const view = await entry.open({});
-    try {
-      for (const w of view.warnings) hooks.warn(w);
-      const out = resolveOut(req, entry.name, hooks);
-      const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false,
-        [...view.roots, ...sourcePlaces(req.sources)], view.files);
-      view.checkNotLive?.(req.force ?? false, hooks.warn);
-      const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
-      const delta = req.since === undefined ? {} : await prepareDelta(req, catalog, out);
-      return {
-        out, plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
-        stamps: stampFiles(view.files), viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
-        ...delta,
-      };
-    } finally {
-      view.close();
-    }
-  } finally {
+    view = await entry.open({});
+    // Identity of the files as opened: any change from here to the commit is a change during the export.
+    const stamps = stampFiles(view.files);
+    for (const w of view.warnings) hooks.warn(w);
+    const out = resolveOut(req, entry.name, hooks);
+    const plan = planOutput(out, req.layout === 'longhorn' ? 'dir' : 'file', req.overwrite ?? false,
+      [...view.roots, ...sourcePlaces(req.sources)], view.files);
+    view.checkNotLive?.(req.force ?? false, hooks.warn);
+    // The one resolution of the view's map: the copy finds these runs in the chain's cache.
+    const est = estimateAllocation(view.chain, req.format === 'qcow2' ? req.clusterSize ?? DEFAULT_CLUSTER_SIZE : undefined);
+    const delta = req.since === undefined ? {} : await prepareDelta(req, catalog, out);
+    return {
+      catalog, view, out, plan, virtualSize: view.chain.size, dataBytes: est.dataBytes, qcow2Bytes: est.outputBytes,
+      stamps, viewPath: entry.path, name: entry.name, live: !!view.checkNotLive, label: catalog.label,
+      ...delta,
+    };
+  } catch (e) {
+    view?.close();
     catalog.close();
+    throw e;
   }
 }
 
@@ -207,6 +225,7 @@ async function prepareDelta(req: ExportRequest, catalog: Catalog, out: string): 
   const a = await older.open({});
   try {
     if (!req.backing) return { since };
+    const { checkBase } = await import('./base-check'); // only --backing needs the qcow2 reader
     return { since, backing: await checkBase(req.backing, out, a.chain, older.path) };
   } finally {
     a.close();
@@ -286,3 +305,4 @@ function checkUnchanged(pre: Prepared, req: ExportRequest, hooks: ExportHooks): 
   }
   hooks.warn(`${pre.label}: ${what} changed during the export; keeping it because of --force: the image may be inconsistent`);
 }
+

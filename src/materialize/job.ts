@@ -1,37 +1,31 @@
 /**
- * The copying half of an export, run on a worker thread (export-worker.ts)
- * so that the main thread stays free for signals and the progress bar while
- * the synchronous reads and writes go on: the job reopens the replica (read
- * only), writes the view into the already created output file, and hashes
- * it if asked.
+ * The copying half of an export, on the main thread with the view that the
+ * checks opened (its runs, resolved for the space estimate, are reused from
+ * the chain's cache): it writes the view into the already created output
+ * file, and hashes it if asked. The heavy work is off this thread (kernel
+ * copies on the thread pool, the hash on its worker) and the writers yield
+ * to the event loop between batches, so signals and the progress bar are
+ * served while it runs.
  */
-import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import type { ImageSource } from '../chain/source';
 import { ChainfsError } from '../errors';
 import type { Chain } from '../chain/chain';
-import type { Catalog, SourceOptions, ViewSelector } from '../source/catalog';
+import type { Catalog, OpenedView, ViewSelector } from '../source/catalog';
 import { restrictTo } from './overlay';
 import { writeQcow2, type QcowBacking } from './qcow2-writer';
 import { writeRawRanges } from './raw-writer';
-import { openSource } from '../source/open';
-import { Sha512Worker } from './checksum';
+import type { Sha512Worker } from './checksum';
 import { writeFailed } from './output';
 import { writeRaw } from './raw-writer';
 
 export type ExportFormat = 'raw' | 'qcow2';
 
 export interface JobSpec {
-  /** The sources as the user gave them, reopened here (read only). */
-  sources: string[];
-  sourceOptions: SourceOptions;
-  /** The view's path in the catalog (selected on the main thread). */
-  viewPath: string;
   format: ExportFormat;
   clusterSize?: number;
   compress: boolean;
   checksum: boolean;
-  /** The output file, open for writing and empty (descriptors are shared by a process's threads). */
+  /** The output file, open for writing and empty. */
   fd: number;
   /** Its (temporary) path, for a second read when the format cannot be hashed as it is written. */
   imagePath: string;
@@ -39,7 +33,7 @@ export interface JobSpec {
   out: string;
   /** The view's data bytes (from the estimate). */
   dataBytes: number;
-  /** Only what changed since this older view (reopened here): an overlay or a raw delta. */
+  /** Only what changed since this older view (opened from the catalog): an overlay or a raw delta. */
   since?: ViewSelector;
   /** The qcow2 overlay's backing file, as its header records it. */
   backing?: QcowBacking;
@@ -58,26 +52,37 @@ export interface JobProgress {
   total: number;
 }
 
-export async function runJob(spec: JobSpec, progress: (p: JobProgress) => void): Promise<JobResult> {
-  const catalog = await openSource(spec.sources, spec.sourceOptions);
-  const hash = spec.checksum ? new Sha512Worker() : undefined;
-  let view: Awaited<ReturnType<import('../source/catalog').CatalogView['open']>> | undefined;
+/** Progress notes at most this often (the bar redraws on each). */
+const PROGRESS_INTERVAL_MS = 100;
+
+/**
+ * Runs the job on `view` (opened from `catalog`, which --since also reads
+ * its older view from). `hash` is the running SHA-512 worker when
+ * spec.checksum (started early by the caller, so that its start-up overlaps
+ * the checks); it is closed here.
+ */
+export async function runJob(spec: JobSpec, catalog: Catalog, view: OpenedView, hash: Sha512Worker | undefined,
+  progress: (p: JobProgress) => void): Promise<JobResult> {
+  let last = 0;
+  let lastPhase = '';
+  const throttled = (p: JobProgress): void => {
+    const now = Date.now();
+    if (p.phase === lastPhase && now - last < PROGRESS_INTERVAL_MS && p.done < p.total) return;
+    last = now;
+    lastPhase = p.phase;
+    progress(p);
+  };
   try {
-    const entry = catalog.view(spec.viewPath);
-    if (!entry) throw new ChainfsError(undefined, `${spec.viewPath}: the view is gone from the source since the export began`);
-    view = await entry.open({});
-    if (spec.since) return await deltaJob(spec, catalog, view.chain, hash, progress);
+    if (spec.since) return await deltaJob(spec, catalog, view.chain, hash, throttled);
     return spec.format === 'raw'
-      ? await rawJob(spec, view.chain, hash, progress)
-      : await qcow2Job(spec, view.chain, hash, progress);
+      ? await rawJob(spec, view.chain, hash, throttled)
+      : await qcow2Job(spec, view.chain, hash, throttled);
   } catch (e) {
     if (e instanceof ChainfsError) throw e;
     if ((e as NodeJS.ErrnoException)?.syscall) throw writeFailed(spec.out, e); // reads are wrapped; this is the output
     throw e;
   } finally {
     await hash?.close();
-    view?.close();
-    catalog.close();
   }
 }
 
@@ -155,38 +160,4 @@ async function deltaJob(spec: JobSpec, catalog: Catalog, chain: Chain, hash: Sha
   } finally {
     older.close();
   }
-}
-
-/** Messages from the export worker. */
-export type FromJobWorker =
-  | ({ t: 'progress' } & JobProgress)
-  | { t: 'done'; result: JobResult }
-  | { t: 'error'; chainfs: boolean; message: string; code: string; stack?: string };
-
-/** Runs the job on a worker thread; rejects with a ChainfsError for what the user can act on. */
-export function runJobInWorker(spec: JobSpec, progress: (p: JobProgress) => void): Promise<JobResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(path.join(__dirname, 'export-worker.js'), { workerData: spec });
-    let settled = false;
-    const settle = (f: () => void) => {
-      if (settled) return;
-      settled = true;
-      f();
-      void worker.terminate();
-    };
-    worker.on('message', (m: FromJobWorker) => {
-      if (m.t === 'progress') progress(m);
-      else if (m.t === 'done') settle(() => resolve(m.result));
-      else settle(() => reject(rebuildError(m)));
-    });
-    worker.on('error', (e) => settle(() => reject(e)));
-    worker.on('exit', (code) => settle(() => reject(new Error(`export worker exited with code ${code} without a result`))));
-  });
-}
-
-function rebuildError(m: { chainfs: boolean; message: string; code: string; stack?: string }): Error {
-  if (m.chainfs) return new ChainfsError(undefined, m.message, m.code); // the message already names the file
-  const e = new Error(m.message);
-  if (m.stack) e.stack = m.stack;
-  return e;
 }

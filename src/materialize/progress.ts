@@ -10,7 +10,8 @@
  * into the view the copy is (holes count as done once passed). A rate and
  * an ETA appear only once something was measured: never "ETA 0s" at 0%.
  */
-import { SingleBar } from 'cli-progress';
+// cli-progress is loaded only when a bar is drawn (a terminal): -q and -p start faster without it.
+import type { SingleBar } from 'cli-progress';
 import { formatBytes } from '../units';
 import type { JobProgress } from './job';
 
@@ -64,7 +65,7 @@ export class ProgressBar implements Progress {
   private readonly speed = new Speed();
 
   constructor(stream: NodeJS.WriteStream) {
-    this.bar = new SingleBar({
+    this.bar = new (require('cli-progress') as typeof import('cli-progress')).SingleBar({
       stream,
       format: '{phase} [{bar}] {percentage}% | {value} / {total} | {rate}/s | ETA {eta_text}',
       formatValue: (v, _opts, type) => (type === 'value' || type === 'total' ? formatBytes(Number(v)) : String(v)),

@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import type { ImageSource, ResolvedRun } from '../chain/source';
 import { ChainfsError } from '../errors';
+import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
 import { WriteBehind } from './write-behind';
 
 export interface Qcow2WriteOptions {
@@ -170,6 +171,10 @@ export function checkQcow2Geometry(size: number, cs: number): number {
 async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOptions, host: HostFile, l2: L2Tables): Promise<number> {
   const input = Buffer.alloc(BATCH);
   const zeros = Buffer.alloc(cs);
+  /** Direct batches: nonZero[c] = 1 if cluster c of the batch holds a non-zero byte. */
+  const nonZero = new Uint8Array(BATCH / cs + 1);
+  const copies = new DirectCopies(host.fd);
+  const turns = new LoopTurns();
   let stored = 0;
   let reported = 0;
   const report = (done: number): void => {
@@ -177,22 +182,30 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     reported = Math.max(reported, done);
   };
 
-  // Plain clusters go out in groups of consecutive non-zero ones, written
-  // straight from the input buffer (no copy through the output batch).
+  // Plain clusters go out in groups of consecutive non-zero ones: written
+  // straight from the input buffer (no copy through the output batch), or,
+  // in a direct batch, copied by the kernel from the layer files.
   let groupFirst = -1; // guest cluster of the group's first, -1: none
   let groupAt = 0; // its offset in `input`
   let groupLen = 0;
+  let direct: DirectRun[] | null = null; // the batch's file pieces, when it is copied directly
   const flushGroup = (): void => {
     if (groupLen === 0) return;
     const first = groupFirst;
-    host.appendClusters(input, groupAt, groupLen, (k, where) => l2.set(first + k, hiWord(where) | FLAG_COPIED_HI, loWord(where)));
+    const placed = (k: number, where: number) => l2.set(first + k, hiWord(where) | FLAG_COPIED_HI, loWord(where));
+    if (direct) {
+      const runs = direct;
+      host.appendDirect(groupLen, placed, (k, n, at) => copies.copy(runs, (first + k) * cs, (first + k + n) * cs, at));
+    } else {
+      host.appendClusters(input, groupAt, groupLen, placed);
+    }
     stored += groupLen;
     groupLen = 0;
   };
 
   // Takes (buffer, offset) rather than a subarray: no allocation per plain cluster.
-  const storeCluster = (guestCluster: number, at: number): void => {
-    if (input.compare(zeros, 0, cs, at, at + cs) === 0) {
+  const storeCluster = (guestCluster: number, at: number, zero: boolean): void => {
+    if (zero) {
       flushGroup();
       if (opts.zeroClusters) l2.set(guestCluster, 0, FLAG_ZERO_LO);
       return;
@@ -219,49 +232,87 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     groupLen = 1;
   };
 
-  const copyBatch = async (start: number, length: number, pieces: ResolvedRun[]): Promise<void> => {
-    input.fill(0, 0, alignUp(length, cs));
-    const remote: Promise<void>[] = [];
-    for (const p of pieces) {
-      if (p.layer?.asyncOnly) remote.push(p.layer.readAsync!(input, p.offset - start, p.length, p.offset));
-      else src.read(input, p.offset - start, p.length, p.offset);
+  /** Maps the batch's file pieces and marks its non-zero clusters; false if a file cannot be mapped (the batch then goes through memory). */
+  const scanZeros = (runs: DirectRun[], start: number, length: number): boolean => {
+    if (!mapRuns(runs)) return false;
+    nonZero.fill(0, 0, Math.ceil(length / cs));
+    try {
+      markNonZero(runs, start, cs, nonZero);
+    } catch (e) {
+      releaseRuns(runs);
+      throw e;
     }
-    if (remote.length) await Promise.all(remote);
+    return true;
+  };
+
+  const copyBatch = async (start: number, length: number, pieces: ResolvedRun[]): Promise<void> => {
+    // Without compression, pieces whose bytes lie in files are never read
+    // into a buffer: their clusters are checked for zeros in a mapping of
+    // the files, and written from it on the thread pool while the next
+    // batch is looked at.
+    direct = opts.compress ? null : directPieces(pieces);
+    if (direct && !scanZeros(direct, start, length)) direct = null;
+    if (!direct) {
+      // Zeros only where no piece lands (between them, and the last cluster's tail).
+      let filled = 0;
+      for (const p of pieces) {
+        if (p.offset - start > filled) input.fill(0, filled, p.offset - start);
+        filled = p.offset - start + p.length;
+      }
+      const end = alignUp(length, cs);
+      if (end > filled) input.fill(0, filled, end);
+      const remote: Promise<void>[] = [];
+      for (const p of pieces) {
+        if (p.layer?.asyncOnly) remote.push(p.layer.readAsync!(input, p.offset - start, p.length, p.offset));
+        else src.read(input, p.offset - start, p.length, p.offset);
+      }
+      if (remote.length) await Promise.all(remote);
+    }
     let next = 0; // first cluster of the batch not yet stored
     for (const p of pieces) {
       const last = Math.floor((p.offset + p.length - 1 - start) / cs);
       for (let c = Math.max(next, Math.floor((p.offset - start) / cs)); c <= last; c++) {
-        storeCluster(start / cs + c, c * cs);
+        const at = c * cs;
+        storeCluster(start / cs + c, at, direct ? nonZero[c] === 0 : input.compare(zeros, 0, cs, at, at + cs) === 0);
       }
       next = last + 1;
     }
     flushGroup(); // the input buffer is reused by the next batch
+    if (direct) releaseRuns(direct); // unmapped once their writes are done
+    await copies.settle();
+    await turns.maybe();
   };
 
-  for (let win = 0; win < src.size; win += SCAN_WINDOW) {
-    const winEnd = Math.min(win + SCAN_WINDOW, src.size);
-    const data = src.runs(win, winEnd - win).filter((r) => r.layer !== null);
-    let i = 0;
-    while (i < data.length) {
-      // One batch: the BATCH-aligned slice holding the next data run, and every run piece inside it.
-      const start = Math.max(win, data[i].offset - (data[i].offset % BATCH));
-      const end = Math.min(start + BATCH, winEnd);
-      const pieces: ResolvedRun[] = [];
-      for (let j = i; j < data.length && data[j].offset < end; j++) {
-        const from = Math.max(data[j].offset, start);
-        const to = Math.min(data[j].offset + data[j].length, end);
-        if (to > from) pieces.push({ offset: from, length: to - from, layer: data[j].layer });
+  try {
+    for (let win = 0; win < src.size; win += SCAN_WINDOW) {
+      const winEnd = Math.min(win + SCAN_WINDOW, src.size);
+      const data = src.runs(win, winEnd - win).filter((r) => r.layer !== null);
+      let i = 0;
+      while (i < data.length) {
+        // One batch: the BATCH-aligned slice holding the next data run, and every run piece inside it.
+        const start = Math.max(win, data[i].offset - (data[i].offset % BATCH));
+        const end = Math.min(start + BATCH, winEnd);
+        const pieces: ResolvedRun[] = [];
+        for (let j = i; j < data.length && data[j].offset < end; j++) {
+          const from = Math.max(data[j].offset, start);
+          const to = Math.min(data[j].offset + data[j].length, end);
+          if (to > from) pieces.push({ offset: from, length: to - from, layer: data[j].layer });
+        }
+        await copyBatch(start, end - start, pieces);
+        while (i < data.length && data[i].offset + data[i].length <= end) i++;
+        if (i < data.length && data[i].offset < end) {
+          // The run continues into the next batch: resume it there.
+          data[i] = { offset: end, length: data[i].offset + data[i].length - end, layer: data[i].layer };
+        }
+        report(end);
       }
-      await copyBatch(start, end - start, pieces);
-      while (i < data.length && data[i].offset + data[i].length <= end) i++;
-      if (i < data.length && data[i].offset < end) {
-        // The run continues into the next batch: resume it there.
-        data[i] = { offset: end, length: data[i].offset + data[i].length - end, layer: data[i].layer };
-      }
-      report(end);
+      report(winEnd);
     }
-    report(winEnd);
+  } catch (e) {
+    await copies.drain().catch(() => undefined); // none may write into the file once the caller has it removed
+    throw e;
   }
+  await copies.drain();
   return stored;
 }
 
@@ -291,7 +342,7 @@ class HostFile {
   /** The refcount table: the offset of each range's refcount block. */
   private readonly blockOffsets: number[] = [];
 
-  constructor(private readonly fd: number, private readonly cs: number) {
+  constructor(readonly fd: number, private readonly cs: number) {
     this.writeBehind = new WriteBehind(fd);
     this.perBlock = (cs * 8) / (1 << REFCOUNT_ORDER);
     this.rangeBytes = this.perBlock * cs;
@@ -344,6 +395,32 @@ class HostFile {
         this.put(data, src, bytes);
       }
       // Count them all before anything else is appended (placed() may append an L2 table).
+      for (let j = 0; j < n; j++) this.ref(at / this.cs + j);
+      for (let j = 0; j < n; j++) placed(k + j, at + j * this.cs);
+      this.settle();
+      k += n;
+    }
+  }
+
+  /**
+   * appendClusters for clusters whose bytes the caller writes itself (a
+   * kernel copy): `write(k, n, hostOffset)` must put clusters [k, k+n) at
+   * hostOffset, which may be later (the output's end there is a hole until
+   * then, and no metadata goes there).
+   */
+  appendDirect(count: number, placed: (k: number, hostOffset: number) => void, write: (k: number, n: number, hostOffset: number) => void): void {
+    this.alignPos();
+    let k = 0;
+    while (k < count) {
+      const room = Math.floor(((this.firstOpen + 1) * this.rangeBytes - this.pos) / this.cs); // settle() keeps it >= 1
+      const n = Math.min(count - k, Math.max(1, room));
+      const at = this.pos;
+      const bytes = n * this.cs;
+      this.flush();
+      write(k, n, at);
+      this.writeBehind.wrote(bytes);
+      this.outStart += bytes;
+      this.pos += bytes;
       for (let j = 0; j < n; j++) this.ref(at / this.cs + j);
       for (let j = 0; j < n; j++) placed(k + j, at + j * this.cs);
       this.settle();

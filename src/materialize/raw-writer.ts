@@ -5,25 +5,27 @@
  * passes through memory, all-zero 4 KiB blocks are left as holes too: the
  * content is what counts, not the source's allocation.
  *
- * Without a checksum, data runs of file-backed layers (chain files, a raw
- * backing image) go by copy_file_range: the kernel copies (or, on a file
- * system that can, shares) the extents without a trip through user space.
- * With a checksum the bytes are needed anyway, so they are pread into the
- * hash worker's buffers, written, and handed to it: one read per byte.
+ * Without a checksum, data runs whose bytes lie in files (chain files, a raw
+ * backing image, an lvol's device: Layer.mapDirect) go by copy_file_range
+ * on the thread pool, several in flight (direct-copy.ts): the kernel copies
+ * (or, on a file system that can, shares) the extents without a trip
+ * through user space, on both cores.
+ * With a checksum the bytes are needed anyway: they are pread into the hash
+ * worker's buffers and handed to it, while the kernel copies the same
+ * ranges into the output (or, for layers not in files, the buffers are
+ * written too).
  */
 import * as fs from 'node:fs';
 import type { ImageSource } from '../chain/source';
-import { ChainfsError } from '../errors';
 import { BLOCK_SIZE, type Layer } from '../layer/layer';
-import { FileLayer } from '../layer/file-layer';
-import { native } from '../native';
 import { CHUNK, type Sha512Worker } from './checksum';
+import { DirectCopies, LoopTurns, directPieces } from './direct-copy';
 import { WriteBehind } from './write-behind';
 
 /** Virtual bytes resolved per runs() query: a stretch of holes costs one query. */
 const SCAN_WINDOW = 256 << 20;
-/** Bytes per copy_file_range call: large enough to amortise, small enough for timely progress. */
-const COPY_STEP = 64 << 20;
+/** Bytes per copy_file_range call: large enough to amortise, small enough to spread over the pool's threads. */
+const COPY_STEP = 8 << 20;
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
 export interface RawWriteOptions {
@@ -44,81 +46,67 @@ export interface RawWriteResult {
 export async function writeRaw(src: ImageSource, fd: number, opts: RawWriteOptions = {}): Promise<RawWriteResult> {
   fs.ftruncateSync(fd, src.size);
   const copier = new RunCopier(fd, opts);
-  for (let win = 0; win < src.size; win += SCAN_WINDOW) {
-    for (const run of src.runs(win, Math.min(SCAN_WINDOW, src.size - win))) {
-      if (run.layer) await copier.data(run.layer, run.offset, run.length);
-      else opts.hash?.zeros(run.length);
-      opts.onPosition?.(run.offset + run.length);
+  try {
+    for (let win = 0; win < src.size; win += SCAN_WINDOW) {
+      for (const run of src.runs(win, Math.min(SCAN_WINDOW, src.size - win))) {
+        if (run.layer) await copier.data(run.layer, run.offset, run.length);
+        else opts.hash?.zeros(run.length);
+        opts.onPosition?.(run.offset + run.length);
+      }
     }
+  } catch (e) {
+    await copier.copies.drain().catch(() => undefined); // none may write into the file once the caller has it removed
+    throw e;
   }
+  await copier.copies.drain();
   return { dataBytes: copier.done };
 }
 
 class RunCopier {
   done = 0;
-  private useCopyRange: boolean;
+  readonly copies: DirectCopies;
   private own: Buffer | null = null;
-
+  private readonly turns = new LoopTurns();
   private readonly writeBehind: WriteBehind;
 
   constructor(private readonly fd: number, private readonly opts: RawWriteOptions) {
     this.writeBehind = new WriteBehind(fd);
-    this.useCopyRange = !opts.hash;
+    this.copies = new DirectCopies(fd);
   }
 
   async data(layer: Layer, offset: number, length: number): Promise<void> {
-    const inFd = this.useCopyRange ? fileDescriptor(layer) : undefined;
-    if (inFd !== undefined) {
-      const copied = this.copyRange(layer, inFd, offset, length);
-      if (copied === length) return;
-      offset += copied; // copy_file_range is not available here: go on through memory
-      length -= copied;
-    }
+    const direct = directPieces([{ offset, length, layer }]);
+    const hash = this.opts.hash;
     const end = offset + length;
+    if (direct && !hash) {
+      // The output's offsets are the view's: each step lands where it is read from.
+      for (let pos = offset; pos < end;) {
+        const n = Math.min(COPY_STEP, end - pos);
+        this.copies.copy(direct, pos, pos + n, pos);
+        pos += n;
+        this.advance(n);
+        this.opts.onPosition?.(pos);
+        await this.copies.settle();
+        await this.turns.maybe();
+      }
+      return;
+    }
     for (let pos = offset; pos < end;) {
       const n = Math.min(CHUNK, end - pos);
-      const buf = this.opts.hash ? await this.opts.hash.buffer() : (this.own ??= Buffer.allocUnsafe(CHUNK));
+      const buf = hash ? await hash.buffer() : (this.own ??= Buffer.allocUnsafe(CHUNK));
       if (layer.asyncOnly) await layer.readAsync!(buf, 0, n, pos);
       else layer.read(buf, 0, n, pos);
-      writeNonZero(this.fd, buf, n, pos);
-      this.opts.hash?.update(buf, n);
+      // With a hash, the bytes read are only hashed here: the kernel copies
+      // the same range into the output on the pool meanwhile.
+      if (direct) this.copies.copy(direct, pos, pos + n, pos);
+      else writeNonZero(this.fd, buf, n, pos);
+      hash?.update(buf, n);
       pos += n;
       this.advance(n);
       this.opts.onPosition?.(pos);
+      if (direct) await this.copies.settle();
+      await this.turns.maybe();
     }
-  }
-
-  /**
-   * copy_file_range for [offset, offset+length); returns the bytes handled,
-   * short only if the call is not supported for these files (then it is
-   * not tried again). Past the source's end it stops: the output's hole
-   * there already reads as the zeros a layer reads past its end.
-   */
-  private copyRange(layer: Layer, inFd: number, offset: number, length: number): number {
-    let done = 0;
-    while (done < length) {
-      const step = Math.min(COPY_STEP, length - done);
-      let n: number;
-      try {
-        n = native.copyFileRange(inFd, offset + done, this.fd, offset + done, step);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EXDEV' || code === 'EINVAL' || code === 'EOPNOTSUPP' || code === 'ENOSYS') {
-          this.useCopyRange = false;
-          return done;
-        }
-        if (code === 'ENOSPC' || code === 'EFBIG') throw e; // the output's problem
-        throw new ChainfsError(layer.path, `copying ${step} bytes at offset ${offset + done} failed: ${(e as Error).message}`, code ?? 'EIO');
-      }
-      if (n === 0) {
-        this.advance(length - done);
-        return length;
-      }
-      done += n;
-      this.advance(n);
-      this.opts.onPosition?.(offset + done);
-    }
-    return done;
   }
 
   private advance(n: number): void {
@@ -126,10 +114,6 @@ class RunCopier {
     this.done += n;
     this.opts.onData?.(this.done);
   }
-}
-
-function fileDescriptor(layer: Layer): number | undefined {
-  return layer instanceof FileLayer ? layer.fd : undefined;
 }
 
 /**
@@ -173,6 +157,7 @@ export async function writeRawRanges(src: ImageSource & { readAsync(b: Buffer, o
   fd: number, ranges: readonly { start: number; length: number }[], onData?: (bytes: number) => void): Promise<void> {
   fs.ftruncateSync(fd, src.size);
   const writeBehind = new WriteBehind(fd);
+  const turns = new LoopTurns();
   const buf = Buffer.allocUnsafe(CHUNK);
   let done = 0;
   for (const r of ranges) {
@@ -184,6 +169,7 @@ export async function writeRawRanges(src: ImageSource & { readAsync(b: Buffer, o
       writeBehind.wrote(n);
       done += n;
       onData?.(done);
+      await turns.maybe();
     }
   }
 }
