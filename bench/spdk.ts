@@ -34,7 +34,7 @@ function buildDisk(file: string, clean: boolean): void {
 function measure(file: string): void {
   const t0 = process.hrtime.bigint();
   // The product as built (dist/), as the CLI runs it.
-  const { openSpdk } = require(path.join(ROOT, 'dist', 'source', 'spdk', 'index.js')) as typeof import('../src/source/spdk/index');
+  const { openSpdk } = require(path.join(ROOT, 'dist', 'source', 'spdk', 'open.js')) as typeof import('../src/source/spdk/open');
   const cat = openSpdk([file]);
   const text = cat.render();
   const json = JSON.stringify(cat.report());

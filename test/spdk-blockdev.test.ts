@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSpdk, source } from '../src/source/spdk/index';
+import { source } from '../src/source/spdk/index';
+import { openSpdk } from '../src/source/spdk/open';
 import { FIXTURES, readView, sha256, unpackFixture } from './helpers/spdk-oracle';
 
 let dir: string;

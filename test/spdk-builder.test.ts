@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSpdk } from '../src/source/spdk/index';
+import { openSpdk } from '../src/source/spdk/open';
 import { blobIdHex } from '../src/source/spdk/md-page';
 import type { SpdkCatalog } from '../src/source/spdk/catalog';
 import { MiB, SpdkDiskBuilder, u64 } from './helpers/spdk-builder';

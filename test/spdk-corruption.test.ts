@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSpdk } from '../src/source/spdk/index';
+import { openSpdk } from '../src/source/spdk/open';
 import { crc32c } from '../src/source/spdk/crc32c';
 import { ChainfsError } from '../src/errors';
 import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSpdk } from '../src/source/spdk/index';
+import { openSpdk } from '../src/source/spdk/open';
 import type { Layer } from '../src/layer/layer';
 import { MiB, SpdkDiskBuilder, type Op } from './helpers/spdk-builder';
 import { REP_A, chainScenario, deletedMiddleScenario, expansionScenario, revertScenario, twoVolumesScenario } from './helpers/spdk-scenarios';

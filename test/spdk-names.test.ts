@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { classify } from '../src/source/spdk/names';
-import { openSpdk } from '../src/source/spdk/index';
+import { openSpdk } from '../src/source/spdk/open';
 import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';
 import { REP_A, REP_B, VOL_B, bytes } from './helpers/spdk-scenarios';
 import { readView } from './helpers/spdk-oracle';

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSpdk } from '../src/source/spdk/index';
+import { openSpdk } from '../src/source/spdk/open';
 import { chainfs } from './helpers/cli';
 import { MiB, SpdkDiskBuilder } from './helpers/spdk-builder';
 import { REP_A, chainScenario } from './helpers/spdk-scenarios';

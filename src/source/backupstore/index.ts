@@ -9,12 +9,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, describeErrno } from '../../errors';
-import { checkNotInSource, sourcePlaces } from '../../materialize/output';
 import type { SourceKind, SourceOptions } from '../catalog';
-import { scanBackingRoots } from './backing-roots';
-import { BackupstoreCatalog } from './catalog';
-import { LIST_JOBS, deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit, type VolumeEntry } from './listing';
-import { openTarget } from './target';
+import type { BackupstoreCatalog } from './catalog';
+import type { VolumeEntry } from './listing';
 import { isBackupTarget, parseTargetArg } from './url';
 
 export const source: SourceKind = {
@@ -34,6 +31,12 @@ export const source: SourceKind = {
  * the target or a data root cannot be read.
  */
 export async function openBackupstore(args: string[], opts: SourceOptions): Promise<BackupstoreCatalog> {
+  // Loaded here, not at the top: every command detects kinds (isBackupTarget), few open a target.
+  const { checkNotInSource, sourcePlaces } = await import('../../materialize/output');
+  const { scanBackingRoots } = await import('./backing-roots');
+  const { BackupstoreCatalog } = await import('./catalog');
+  const { LIST_JOBS, deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit } = await import('./listing');
+  const { openTarget } = await import('./target');
   const arg = parseTargetArg(args[0]);
   const rootWarnings: string[] = [];
   const roots = args.slice(1).map((r) => path.resolve(r));

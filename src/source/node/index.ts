@@ -5,7 +5,6 @@
  */
 import * as fs from 'node:fs';
 import type { SourceKind } from '../catalog';
-import { NodeCatalog } from './catalog';
 import { looksLikeRoot } from './scan';
 
 export const source: SourceKind = {
@@ -17,5 +16,6 @@ export const source: SourceKind = {
       return false;
     }
   },
-  open: async (args, opts) => NodeCatalog.open(args, opts),
+  // Loaded when opened, not when detected (every command detects kinds).
+  open: async (args, opts) => (await import('./catalog')).NodeCatalog.open(args, opts),
 };
