@@ -172,7 +172,7 @@ describe('the effective volume with the backing image from a data root', () => {
 
   it('inspect says where each volume\'s backing image comes from (text and --json)', () => {
     const text = chainfsOk(['inspect', target, root, root2, '--no-contents']).toString();
-    expect(text).toContain(`volume vol-root: backing image ${BI}: from data root ${root}: ${rawFile} (checksum matches volume.cfg; 2 copies with the same checksum, the first used)`);
+    expect(text).toContain(`volume vol-root: backing image ${BI}: from data root ${root}: ${rawFile} (checksum matches volume.cfg; also on ${path.join(root2, 'backing-images', `${BI}-1f2e3d4c`, 'backing')}, none of them with another checksum)`);
     expect(text).toMatch(/volume vol-other: backing image bi-raw-backing: unresolved: .*has checksum/);
     const doc = JSON.parse(chainfsOk(['inspect', target, root, root2, '--json', '--no-contents']).toString()) as {
       volumes: { name: string; backingImageSource: Record<string, unknown> | null }[];
@@ -221,6 +221,52 @@ describe('checksums and copies', () => {
     const r = chainfs(['cat', backup(target, 'vol-nosum', 'n-1'), root, rootOther]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/the copies on the data roots differ: .* has checksum [0-9a-f]{128}, .*root-other.* has c{1}d/);
+  });
+});
+
+describe('a copy whose checksum cannot be compared (no backing.cfg)', () => {
+  /** A copy of `root` without bi-raw-backing's backing.cfg; `cut` bytes kept of its backing file when given. */
+  function rootWithoutCfg(name: string, cut?: number): { dir: string; file: string } {
+    const dir = path.join(tmp, name);
+    execFileSync('cp', ['-a', root, dir]);
+    const bi = path.join(dir, 'backing-images', `${BI}-1f2e3d4c`);
+    fs.rmSync(path.join(bi, 'backing.cfg'));
+    if (cut !== undefined) fs.truncateSync(path.join(bi, 'backing'), cut);
+    return { dir, file: path.join(bi, 'backing') };
+  }
+
+  it('the target\'s backup of the image is used instead, and inspect says why the copy was passed over', () => {
+    const noCfg = rootWithoutCfg('root-nocfg');
+    // a target holding a backup of the same image (same size: the size check passes)
+    const targetRaw = path.join(tmp, 'target-raw');
+    writeTarget(targetRaw, rawBytes);
+    expect(sha256(chainfsOk(['cat', backup(targetRaw), noCfg.dir]))).toBe(sha256(effective(SIZE, rawBytes, blocks)));
+    const doc = JSON.parse(chainfsOk(['inspect', targetRaw, noCfg.dir, '--json', '--no-contents']).toString()) as {
+      volumes: { name: string; backingImageSource: Record<string, unknown> | null }[];
+    };
+    expect(doc.volumes.find((v) => v.name === 'vol-root')!.backingImageSource).toEqual({
+      from: 'target', path: `backing-images/${BI}.img`,
+      notUsed: `${noCfg.file} not used: its checksum cannot be compared (no checksum in its backing.cfg); the target's backup is checked block by block`,
+    });
+  });
+
+  it('without a backup of it in the target the copy is used, with a warning on every read', () => {
+    const noCfg = rootWithoutCfg('root-nocfg2');
+    const r = chainfs(['cat', backup(target), noCfg.dir]);
+    expect(r.code).toBe(0);
+    expect(sha256(r.stdout)).toBe(sha256(effective(SIZE, rawBytes, blocks)));
+    expect(r.stderr).toContain(`warning: backing image ${BI}: ${noCfg.file} is used, but its checksum was not compared (no checksum in its backing.cfg) and the target holds no backup of it: check the image`);
+  });
+
+  it('a copy cut short is not used when the target\'s backup of the image has another size', () => {
+    const short = rootWithoutCfg('root-short', 4096);
+    expect(sha256(chainfsOk(['cat', backup(targetWithBi), short.dir]))).toBe(sha256(effective(SIZE, biBackupBytes, blocks)));
+    const doc = JSON.parse(chainfsOk(['inspect', targetWithBi, short.dir, '--json', '--no-contents']).toString()) as {
+      volumes: { name: string; backingImageSource: Record<string, unknown> | null }[];
+    };
+    expect(doc.volumes.find((v) => v.name === 'vol-root')!.backingImageSource).toMatchObject({
+      from: 'target', notUsed: `${short.file} has 4096 bytes, but the target's backup of backing image ${BI} has ${4 * MiB} (a copy cut short or another image)`,
+    });
   });
 });
 

@@ -26,6 +26,8 @@ export interface RootBackingCopy {
   uuid: string;
   /** `<dir>/backing`, when it is a regular file. */
   file?: string;
+  /** Its size in bytes, when it is a regular file. */
+  size?: number;
   /** backing.cfg `currentChecksum` (SHA-512 hex of `backing` as stored, lowercase), when recorded. */
   checksum?: string;
   /** Why this copy cannot be used (no `backing`, a cut-short cfg, a size that disagrees). */
@@ -87,6 +89,7 @@ function readCopy(root: string, dir: string, name: string, uuid: string): RootBa
     if (st.isFile()) {
       c.file = file;
       size = st.size;
+      c.size = size;
     } else c.problem = `${file} is not a regular file`;
   } catch {
     c.problem = exists(`${file}.tmp`) ? `${dir}: only backing.tmp (the copy was never finished)` : `${dir}: no backing file`;

@@ -13,7 +13,12 @@
  * longhorn-backupstore.md 1.9). Copies whose recorded checksum disagrees
  * with the volume's, or with each other's, are refused: which one the
  * backup was made over cannot be told, and a wrong base is silent damage.
- * Files are not hashed: backing.cfg's checksum is what Longhorn wrote.
+ * A copy whose checksum cannot be compared (no backing.cfg checksum, or a
+ * volume.cfg that records none) is used only when the target holds no
+ * usable backup of the image (whose blocks are checksummed), and then with
+ * a warning; a copy whose size differs from the target's backup of it is
+ * never used. Files are not hashed: backing.cfg's checksum is what Longhorn
+ * wrote.
  */
 import * as fs from 'node:fs';
 import type { VolumeCfg } from './cfg';
@@ -24,7 +29,7 @@ import type { BackingImageEntry } from './listing';
 export type BackingSource =
   | { from: 'backing-file'; file: string }
   | { from: 'data-root'; file: string; root: string; checksum?: string; copies: string[]; verified: boolean }
-  | { from: 'target'; entry: BackingImageEntry }
+  | { from: 'target'; entry: BackingImageEntry; notUsed?: string }
   | { from: 'no-backing' }
   | { from: 'unresolved'; problem: string };
 
@@ -65,11 +70,19 @@ export function resolveBacking(volume: string, cfg: VolumeCfg, ctx: BackingConte
     }
     return { from: 'backing-file', file: ctx.backingFile };
   }
-  const mine = ctx.copies.filter((c) => c.name === name);
-  const local = fromRoots(volume, ctx.volumeCfg, name, cfg.backingImageChecksum.toLowerCase(), mine);
-  if (local) return local;
   const entry = ctx.targetEntry(name);
-  if (entry && !entry.problem) return { from: 'target', entry };
+  const targetOk = entry && !entry.problem ? entry : undefined;
+  const want = cfg.backingImageChecksum.toLowerCase();
+  // A copy that cannot be checked by checksum must at least have the size of the target's backup of it.
+  const mine = ctx.copies.filter((c) => c.name === name).map((c) => (want && c.checksum ? c : sizeChecked(c, targetOk)));
+  const local = fromRoots(volume, ctx.volumeCfg, name, want, mine);
+  if (local && (local.from !== 'data-root' || local.verified || !targetOk)) return local;
+  if (targetOk) {
+    const notUsed = local?.from === 'data-root'
+      ? `${local.file} not used: its checksum cannot be compared (${local.checksum ? 'volume.cfg records none' : 'no checksum in its backing.cfg'}); the target's backup is checked block by block`
+      : mine.find((c) => c.file && c.problem)?.problem;
+    return { from: 'target', entry: targetOk, ...(notUsed ? { notUsed } : {}) };
+  }
   const roots = ctx.roots.length === 0 ? 'none given'
     : mine.length === 0 ? `not on ${ctx.roots.join(', ')}`
       : `no usable copy: ${mine.map((c) => c.problem).join('; ')}`;
@@ -77,6 +90,13 @@ export function resolveBacking(volume: string, cfg: VolumeCfg, ctx: BackingConte
   const absent = !entry || (!entry.cfg && entry.problem!.endsWith(': missing'));
   const why = absent ? `has backing image ${name}, which has no backup in this target` : `needs backing image ${name}: ${entry.problem}`;
   return { from: 'unresolved', problem: `volume ${volume} ${why}; ${backingOptions(name, roots)}` };
+}
+
+/** `c`, or `c` with a problem when its size differs from the target's backup of the image. */
+function sizeChecked(c: RootBackingCopy, target: BackingImageEntry | undefined): RootBackingCopy {
+  const want = target?.cfg?.size;
+  if (c.problem || c.size === undefined || !want || c.size === want) return c;
+  return { ...c, problem: `${c.file} has ${c.size} bytes, but the target's backup of backing image ${c.name} has ${want} (a copy cut short or another image)` };
 }
 
 /**
@@ -114,7 +134,7 @@ export function backingSourceReport(s: BackingSource | undefined): object | null
   switch (s.from) {
     case 'backing-file': return { from: s.from, file: s.file };
     case 'data-root': return { from: s.from, file: s.file, root: s.root, checksum: s.checksum ?? null, copies: s.copies, checksumMatches: s.verified };
-    case 'target': return { from: s.from, path: `backing-images/${s.entry.name}.img` };
+    case 'target': return { from: s.from, path: `backing-images/${s.entry.name}.img`, ...(s.notUsed ? { notUsed: s.notUsed } : {}) };
     case 'no-backing': return { from: s.from };
     default: return { from: s.from, problem: s.problem };
   }
@@ -125,11 +145,11 @@ export function describeBackingSource(name: string, s: BackingSource): string {
   switch (s.from) {
     case 'backing-file': return `backing image ${name}: from --backing-file ${s.file}`;
     case 'data-root': {
-      const more = s.copies.length > 1 ? `; ${s.copies.length} copies with the same checksum, the first used` : '';
-      const check = s.verified ? 'checksum matches volume.cfg' : 'checksum not compared (not recorded on both sides)';
+      const more = s.copies.length > 1 ? `; also on ${s.copies.slice(1).join(', ')}, none of them with another checksum` : '';
+      const check = s.verified ? 'checksum matches volume.cfg' : 'checksum not compared (not recorded on both sides) and no backup of it in the target: check the image yourself';
       return `backing image ${name}: from data root ${s.root}: ${s.file} (${check}${more})`;
     }
-    case 'target': return `backing image ${name}: from the target's backing-image backup backing-images/${s.entry.name}.img`;
+    case 'target': return `backing image ${name}: from the target's backing-image backup backing-images/${s.entry.name}.img${s.notUsed ? ` (${s.notUsed})` : ''}`;
     case 'no-backing': return `backing image ${name}: not used (--no-backing)`;
     default: return `backing image ${name}: unresolved: ${s.problem}`;
   }

@@ -424,6 +424,10 @@ class BackupView implements CatalogView {
         const img = openImage(backing.file);
         layers.push(img.layer);
         warnings.push(...img.warnings);
+        if (backing.from === 'data-root' && !backing.verified) {
+          warnings.push(`backing image ${vol.backingImageName}: ${backing.file} is used, but its checksum was not compared `
+            + `(${backing.checksum ? `volume.cfg records none` : 'no checksum in its backing.cfg'}) and the target holds no backup of it: check the image`);
+        }
         files.push(backing.file);
       } else if (backing?.from === 'target') {
         layers.push(await this.backingLayer(backing.entry, vol.backingImageChecksum, warnings));
