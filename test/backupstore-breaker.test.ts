@@ -6,6 +6,7 @@
  * document; --cache-dir inside the target is refused, an unusable one warned
  * about; unknown URL schemes are refused by name; a cfg's path said once.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -204,5 +205,38 @@ describe('URL schemes and messages', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr.split(file)).toHaveLength(2);
     expect(r.stderr).toMatch(/not a Longhorn backup config: invalid JSON/);
+  });
+});
+
+describe('backup cfgs that are not regular files (second breaker)', () => {
+  it('a FIFO and a symlink named backup_X.cfg are listed as unreadable by inspect and verify, not silently left out; nothing hangs', () => {
+    let vol = '';
+    const dir = target((v) => { vol = v; });
+    const before = fingerprint(dir); // (it reads every file: taken without the FIFO, compared once it is gone)
+    const fifo = cfg(vol, 'backup-fifo');
+    const link = cfg(vol, 'backup-link');
+    execFileSync('mkfifo', [fifo]);
+    fs.symlinkSync('backup_backup-lz4-01.cfg', link);
+    const i = chainfs(['inspect', dir, '--json', '--no-contents']);
+    expect(i.code, i.stderr).toBe(0);
+    const doc = JSON.parse(i.stdout.toString()) as { volumes: { name: string; backups: { name: string; state: string; problem?: string }[] }[] };
+    const bs = doc.volumes.find((v) => v.name === 'vol-lz4')!.backups;
+    expect(bs.find((b) => b.name === 'backup-fifo')).toMatchObject({ problem: `${fifo}: is not a regular file` });
+    expect(bs.find((b) => b.name === 'backup-link')).toMatchObject({ problem: expect.stringContaining(`${link}: is a symbolic link`) });
+    const v = chainfs(['verify', dir, '--volume', 'vol-lz4']);
+    expect(v.code).toBe(1);
+    expect(v.stdout.toString()).toContain('backup-fifo');
+    expect(v.stdout.toString()).toContain('backup-link');
+    // the other backups still read as the engine restored them
+    for (const b of live) {
+      expect(sha256(chainfs(['cat', dir, '--volume', fixtureManifest().volume, '--backup', b.name]).stdout), b.name).toBe(b.sha256);
+    }
+    expect(fs.statSync(fifo).isFIFO()).toBe(true);
+    expect(fs.readlinkSync(link)).toBe('backup_backup-lz4-01.cfg');
+    fs.rmSync(fifo);
+    fs.rmSync(link);
+    // every file as it was (the backups/ directory's own mtime moved with the test's mkfifo and rm)
+    const unlessDir = (f: string) => f.split('\n').filter((l) => !l.startsWith(`${volumeDir('vol-lz4')}/backups/ `)).join('\n');
+    expect(unlessDir(fingerprint(dir))).toBe(unlessDir(before));
   });
 });

@@ -1,8 +1,9 @@
 /**
  * A backup target in a local directory: a mounted NFS/CIFS share or a copy
  * (Longhorn's vfs/nfs/cifs drivers, `fsops/fsops.go`). Files open
- * O_RDONLY|O_NOFOLLOW; listing skips symlinks and Longhorn's leftover
- * `*.tmp.<n>` files by the callers' suffix filters, as `util.ExtractNames` does.
+ * O_RDONLY|O_NOFOLLOW (a symlink, FIFO or device is listed, and reading it
+ * is refused in one line); Longhorn's leftover `*.tmp.<n>` files are left out
+ * by the callers' suffix filters, as `util.ExtractNames` does.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -51,7 +52,9 @@ export class DirTarget implements BackupTarget {
     try {
       fh = await fs.promises.open(file, RO);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new TargetMissing(key, file);
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new TargetMissing(key, file);
+      if (code === 'ELOOP') throw new ChainfsError(file, 'is a symbolic link, not a regular file (links inside a target are not followed)');
       throw fsError(file, e, 'cannot open');
     }
     try {
@@ -61,7 +64,8 @@ export class DirTarget implements BackupTarget {
       const buf = Buffer.allocUnsafe(want);
       let got = 0;
       while (got < want) {
-        const { bytesRead } = await fh.read(buf, got, want - got, got);
+        // At most 1 GiB a call: a read longer than 2^31 - 1 bytes is refused by Node (an abort, not an error).
+        const { bytesRead } = await fh.read(buf, got, Math.min(want - got, 1 << 30), got);
         if (bytesRead === 0) break;
         got += bytesRead;
       }
@@ -89,6 +93,9 @@ export class DirTarget implements BackupTarget {
       if (d.isDirectory()) out.dirs.push(d.name);
       // Only lock files need a time (is a deletion running?): no stat per block.
       else if (d.isFile()) out.files.push({ name: d.name, mtime: d.name.endsWith('.lck') ? await mtime(path.join(dir, d.name)) : undefined });
+      // A FIFO, socket, device or symlink is listed too: reading it is refused in one line
+      // (a backup cfg of that name is then listed as unreadable, not silently left out).
+      else out.files.push({ name: d.name, mtime: undefined });
     }
     out.dirs.sort();
     out.files.sort((a, b) => (a.name < b.name ? -1 : 1));
