@@ -264,6 +264,114 @@ describe('a mount of a directory target lists lazily', () => {
   });
 });
 
+describe('read-ahead of a walker over a lazily listed S3 target', () => {
+  /** walk-00 .. walk-15, two backups each: more volumes than read-ahead lists ahead (8, the README's number). */
+  const WALK = Array.from({ length: 16 }, (_, i) => `walk-${String(i).padStart(2, '0')}`);
+  const walkExpected = new Map<string, Map<string, Buffer>>();
+  let walkDir: string;
+  let walkLister: ListingServer;
+  let walkProxy: Proxy;
+  const walkEnv = () => ({ ...process.env, ...s3Env(walkProxy.endpoint) });
+  /** The volumes any request so far touched (cfg GETs and LISTs under volumes/XX/YY/<volume>/). */
+  const touched = () => new Set(walkLister.requests.map((r) => /\/(walk-\d\d)\//.exec(r)?.[1]).filter((v): v is string => !!v));
+  const listedLocks = (v: string) => walkLister.requests.some((r) => r.startsWith('LIST') && r.includes(`/${v}/locks/`));
+  /** Waits (no time limit but vitest's) until every volume in `vs` has been listed to its end (its locks/ LIST is the last request). */
+  const listedAll = async (vs: string[]) => {
+    while (!vs.every(listedLocks)) await new Promise((r) => setTimeout(r, 20));
+  };
+  const ls = async (mp: string, v: string) => {
+    const r = await run('ls', ['-1', path.join(mp, 'volumes', v, 'backups')]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out.trim().split('\n'), v).toEqual([...walkExpected.get(v)!.keys()].map((b) => `${b}.img`).sort());
+  };
+
+  beforeAll(async () => {
+    walkDir = path.join(tmp, 'walk-target');
+    const b = new TargetBuilder(walkDir);
+    WALK.forEach((v, i) => {
+      b.volume(v, { size: 2 * BLOCK, compression: i % 2 ? 'gzip' : 'lz4' });
+      const images = new Map<string, Buffer>();
+      const blocks = new Map<number, Buffer>();
+      for (let k = 0; k < 2; k++) {
+        blocks.set(k * BLOCK, pattern(1000 + 10 * i + k, BLOCK));
+        b.backup(v, `backup-${i}-${k}`, { blocks: new Map(blocks) });
+        images.set(`backup-${i}-${k}`, TargetBuilder.restore(2 * BLOCK, blocks));
+      }
+      walkExpected.set(v, images);
+    });
+    walkLister = await startListingServer(walkDir, BUCKET, 1000);
+    walkProxy = await startProxy(walkLister.endpoint);
+  });
+
+  afterAll(async () => {
+    walkProxy?.release();
+    await walkProxy?.close();
+    await walkLister?.close();
+  });
+
+  it('a single ls, or two not next to each other, lists only what was asked for', async () => {
+    const { mp } = await mount(`s3://${BUCKET}@us-east-1/`, 'walk-single', walkEnv());
+    walkLister.requests.length = 0;
+    await ls(mp, 'walk-00');
+    expect([...touched()]).toEqual(['walk-00']);
+    // The exact cost of one volume: volume.cfg, backups/ LIST, a ranged GET per backup cfg, locks/ LIST.
+    expect(walkLister.requests.filter((r) => r.includes('/walk-00/')).map((r) => r.replace(/volumes\/..\/..\//, '')).sort()).toEqual([
+      'GET backupstore/walk-00/backups/backup_backup-0-0.cfg', 'GET backupstore/walk-00/backups/backup_backup-0-1.cfg',
+      'GET backupstore/walk-00/volume.cfg', 'LIST backupstore/walk-00/backups/|/', 'LIST backupstore/walk-00/locks/|/',
+    ].sort());
+    // walk-05 is listed in several requests one after another: any read-ahead that walk-00 had started would be on its way by then.
+    await ls(mp, 'walk-05');
+    expect([...touched()].sort()).toEqual(['walk-00', 'walk-05']);
+    await unmount(mp);
+  });
+
+  it('the second of two neighbours starts read-ahead of the next 8, no further; a read-ahead that fails is dropped', async () => {
+    const { mp } = await mount(`s3://${BUCKET}@us-east-1/`, 'walk-bound', walkEnv());
+    walkLister.requests.length = 0;
+    walkProxy.fail = /prefix=backupstore\/volumes\/[0-9a-f]{2}\/[0-9a-f]{2}\/walk-03\/backups\//; // walk-03's listing fails, in the background
+    try {
+      await ls(mp, 'walk-01');
+      await ls(mp, 'walk-02');
+      await listedAll(['walk-04', 'walk-05', 'walk-06', 'walk-07', 'walk-08', 'walk-09', 'walk-10']);
+    } finally {
+      walkProxy.fail = undefined;
+    }
+    // Listed ahead: 03 (its LIST failed) to 10; nothing past 02 + 8.
+    expect([...touched()].filter((v) => v !== 'walk-03').sort())
+      .toEqual(['walk-01', 'walk-02', 'walk-04', 'walk-05', 'walk-06', 'walk-07', 'walk-08', 'walk-09', 'walk-10']);
+    // The failed one is listed again for its reader, and answers.
+    await ls(mp, 'walk-03');
+    expect(walkLister.requests.filter((r) => r.startsWith('LIST') && r.includes('/walk-03/backups/'))).toHaveLength(1);
+    // walk-04 came from read-ahead: its ls costs no request (and moves the window on by one: walk-12, not 13).
+    await listedAll(['walk-11']);
+    const before = walkLister.requests.length;
+    await ls(mp, 'walk-04');
+    expect(walkLister.requests.slice(before).filter((r) => r.includes('/walk-04/'))).toEqual([]);
+    await listedAll(['walk-12']);
+    expect([...touched()].filter((v) => v > 'walk-12')).toEqual([]);
+    await unmount(mp);
+  });
+
+  it('find over the mount lists every backup once and each reads as the builder restored it', async () => {
+    const { mp } = await mount(`s3://${BUCKET}@us-east-1/`, 'walk-find', walkEnv());
+    walkLister.requests.length = 0;
+    const r = await run('find', [mp]);
+    expect(r.code, r.err).toBe(0);
+    const found = r.out.trim().split('\n').filter((f) => f.endsWith('.img')).map((f) => path.relative(mp, f)).sort();
+    const want = WALK.flatMap((v) => [...walkExpected.get(v)!.keys()].map((b) => `volumes/${v}/backups/${b}.img`)).sort();
+    expect(found).toEqual(want);
+    // Read-ahead and the walker shared their listings: one backups/ LIST per volume.
+    for (const v of WALK) expect(walkLister.requests.filter((q) => q.startsWith('LIST') && q.includes(`/${v}/backups/`)), v).toHaveLength(1);
+    for (const v of WALK) {
+      for (const [b, img] of walkExpected.get(v)!) {
+        const got = await fs.promises.readFile(path.join(mp, 'volumes', v, 'backups', `${b}.img`));
+        expect(got.equals(img), `${v}/${b}`).toBe(true);
+      }
+    }
+    await unmount(mp);
+  });
+});
+
 // --- catalog.json against its schema in docs/json.md -------------------------
 
 interface CatalogJson {

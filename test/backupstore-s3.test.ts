@@ -9,13 +9,17 @@
  *   section 3): discovering every volume of a bucket, with 3-entry pages so
  *   pagination runs, and counting requests.
  */
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyTarget } from '../src/source/backupstore/verify';
 import { buildSampleTarget, type SampleTarget } from './helpers/backupstore-builder';
 import { extractFixture, fixtureManifest, open, readView, sha256 } from './helpers/backupstore-read';
+import { CHAINFS } from './helpers/cli';
 import { s3Env, startListingServer, startS3rver, uploadDir, type ListingServer, type S3Server } from './helpers/backupstore-s3';
 
 const BUCKET = 'lh-backups';
@@ -126,6 +130,45 @@ describe('in-test listing server (what s3rver cannot list)', () => {
       opened.close();
     } finally {
       cat.close();
+    }
+  });
+  it('a block whose body is cut off mid-transfer fails the read in one line naming it, with no hang', async () => {
+    // Between the CLI and the listing server: a .blk answer keeps its Content-Length, sends half, and drops the connection.
+    const up = new URL(lister.endpoint);
+    const cutter = http.createServer((req, res) => {
+      const out = http.request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+        if (!decodeURIComponent(req.url ?? '').includes('.blk')) {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          const body = Buffer.concat(chunks);
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          res.write(body.subarray(0, body.length >> 1), () => res.socket?.destroy());
+        });
+      });
+      out.on('error', () => res.destroy());
+      req.pipe(out);
+    });
+    await new Promise<void>((r) => cutter.listen(0, '127.0.0.1', r));
+    try {
+      const env = { ...process.env, ...s3Env(`http://127.0.0.1:${(cutter.address() as AddressInfo).port}`) };
+      const r = await new Promise<{ code: number | null; err: string }>((resolve) => {
+        const c = spawn(CHAINFS, ['cat', `s3://${BUCKET}@us-east-1/?backup=l-after-expand&volume=vol-lz4`], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('close', (code) => resolve({ code, err }));
+      });
+      expect(r.code).not.toBe(0);
+      expect(r.err.trim().split('\n'), r.err).toHaveLength(1);
+      expect(r.err).toMatch(/\.blk.*(closed|aborted|ended)/);
+      expect(r.err).not.toMatch(/\n\s+at /);
+    } finally {
+      cutter.closeAllConnections();
+      await new Promise((r) => cutter.close(r));
     }
   });
 });

@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Compression } from './cfg';
 import { BadBlock, checksumOf, decodeBlock } from './block-codec';
+import { DecodeError, codecPool } from './codec-pool';
 import { TargetMissing, type BackupTarget } from './target';
 
 export interface BlockStoreOptions {
@@ -136,12 +137,33 @@ export class BlockStore {
     }
     this.stats.fetched++;
     this.stats.fetchedBytes += raw.length;
-    const plain = await decodeBlock(raw, ref.compression, ref.checksum, ref.blockSize, ref.exact, keep);
+    const plain = await this.decode(raw, ref, keep);
     if (keep) {
       this.memory.set(ref.key, plain);
       this.writeDiskCache(ref, plain);
     }
     return plain;
+  }
+
+  /**
+   * The block's verified plain bytes. A kept block is decoded once as the
+   * backup's method with its raw bytes lent to the codec worker (moved
+   * there and back, not copied); anything but the right size and checksum
+   * goes to decodeBlock, which tries what Longhorn tries and says what is
+   * wrong. Throws BadBlock.
+   */
+  private async decode(raw: Buffer, ref: BlockRef, keep: boolean): Promise<Buffer> {
+    if (!keep || ref.compression === 'none') return decodeBlock(raw, ref.compression, ref.checksum, ref.blockSize, ref.exact, keep);
+    let back: Buffer | undefined;
+    try {
+      const d = await codecPool().run(raw, ref.compression, true, true, ref.blockSize + 1, true);
+      if ((ref.exact ? d.length === ref.blockSize : d.length <= ref.blockSize) && d.sum === ref.checksum) return d.plain;
+      back = d.raw;
+    } catch (e) {
+      if (!(e instanceof DecodeError)) throw e;
+      back = e.raw;
+    }
+    return decodeBlock(back ?? raw, ref.compression, ref.checksum, ref.blockSize, ref.exact, keep);
   }
 
   private async limited<T>(fn: () => Promise<T>): Promise<T> {

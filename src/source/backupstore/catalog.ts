@@ -39,6 +39,17 @@ export interface BackingRoots {
   copies: RootBackingCopy[];
 }
 
+/**
+ * Volumes listed ahead of a walker (see `expand`). `find` over a mount of
+ * 1,000 volumes of 5 backups (medians, this 2-core machine shared, load
+ * 7-10): a directory target 2.64 s without read-ahead, 1.57 s with 4 ahead,
+ * 1.46 s with 8; S3 on loopback 20.9 s, 10.3 s, 9.8 s; S3 answering after
+ * 10 ms 65-73 s, 16-22 s, 10-14 s (a volume's listing is four round trips
+ * one after another). On S3 a walk that stops early has paid for the
+ * listings of at most this many volumes it did not need.
+ */
+export const READ_AHEAD_VOLUMES = 8;
+
 /** Default memory budget for decompressed blocks: 32 blocks of 2 MiB. */
 const DEFAULT_CACHE_MB = 64;
 
@@ -63,6 +74,14 @@ export class BackupstoreCatalog implements Catalog {
   private readonly byPath = new Map<string, CatalogView>();
   /** Volumes being loaded (lazy open), by name: concurrent listings share one. */
   private readonly loading = new Map<string, Promise<VolumeEntry>>();
+  /** Volume name → index in `volumes` (which is replaced entry by entry, never reordered). */
+  private readonly indexOf = new Map<string, number>();
+  /** Index of the volume whose backups/ a reader asked for last (expand), or -1. */
+  private lastAsked = -1;
+  /** The views of each volume loaded by a lazy listing, by volume name. */
+  private readonly listedViews = new Map<string, CatalogView[]>();
+  /** Volumes being listed in the background (read-ahead), by name. */
+  private readonly aheadLoading = new Set<string>();
   private readonly backingRoots: BackingRoots;
   private readonly backingSources = new Map<string, BackingSource | undefined>();
 
@@ -108,11 +127,52 @@ export class BackupstoreCatalog implements Catalog {
     return this.volumes.filter((v) => v.unlisted).map((v) => backupsDirPath(v.name));
   }
 
+  /**
+   * Lists the lazy directory `volumes/<volume>/backups` (once; concurrent
+   * asks share one listing). A walker (`find`, `ls -R`, a backup tool) asks
+   * for the volumes in the order of `volumes/`: from the second consecutive
+   * ask in that order, the next READ_AHEAD_VOLUMES volumes are listed in the
+   * background, never further than that past the last volume asked for. A
+   * background listing that fails is dropped: the reader asking for that
+   * volume lists it again itself. A single `ls` (no predecessor asked just
+   * before) costs exactly its own volume's requests.
+   */
   async expand(dir: string): Promise<CatalogView[]> {
     const m = /^volumes\/([^/]+)\/backups$/.exec(dir);
     if (!m) throw new ChainfsError(dir, 'is not a directory this backup target lists lazily'); // a bug
-    await this.listVolume(m[1]);
-    return this.all.filter((v) => v.path.startsWith(`${dir}/`));
+    const i = this.volumeIndex(m[1]);
+    const walking = i > 0 && i === this.lastAsked + 1;
+    this.lastAsked = i;
+    if (walking) this.readAhead(i);
+    const background = this.aheadLoading.has(m[1]);
+    try {
+      await this.listVolume(m[1]);
+    } catch (e) {
+      if (!background) throw e;
+      await this.listVolume(m[1]); // the reader joined read-ahead's listing, which failed: its own try
+    }
+    // Not a filter of every view: a walk over 1,000 volumes spent 0.28 s of its 1.5 s there.
+    return this.listedViews.get(m[1]) ?? this.all.filter((v) => v.path.startsWith(`${dir}/`));
+  }
+
+  /** Index of volume `name` in `volumes` (the order of the volumes/ directory), or -1. */
+  private volumeIndex(name: string): number {
+    if (this.indexOf.size !== this.volumes.length) {
+      this.indexOf.clear();
+      this.volumes.forEach((v, k) => this.indexOf.set(v.name, k));
+    }
+    return this.indexOf.get(name) ?? -1;
+  }
+
+  /** Starts listing the unlisted volumes among the READ_AHEAD_VOLUMES after `i`, at most READ_AHEAD_VOLUMES at once. */
+  private readAhead(i: number): void {
+    const end = Math.min(i + 1 + READ_AHEAD_VOLUMES, this.volumes.length);
+    for (let k = i + 1; k < end && this.aheadLoading.size < READ_AHEAD_VOLUMES; k++) {
+      const name = this.volumes[k].name;
+      if (!this.volumes[k].unlisted || this.loading.has(name)) continue;
+      this.aheadLoading.add(name);
+      this.listVolume(name).catch(() => undefined).finally(() => this.aheadLoading.delete(name));
+    }
   }
 
   /** Loads every volume not loaded yet (lazy open). Throws the first listing error (the others are loaded). */
@@ -148,11 +208,14 @@ export class BackupstoreCatalog implements Catalog {
     this.volumes[i] = v;
     if (v.problem) this.warnings.push(`volume ${v.name}: ${v.problem}`);
     if (lock) this.warnings.push(lock);
+    const views: CatalogView[] = [];
     for (const b of v.backups) {
       const view = new BackupView(this, v, b);
       this.all.push(view);
       this.byPath.set(view.path, view);
+      views.push(view);
     }
+    this.listedViews.set(name, views);
     return v;
   }
 

@@ -45,8 +45,7 @@ export class S3Target implements BackupTarget {
   async get(key: string): Promise<Buffer> {
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
-      const bytes = await r.Body!.transformToByteArray();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return await readBody(r.Body as unknown as NodeJS.ReadableStream, r.ContentLength);
     } catch (e) {
       if (isNotFound(e)) throw new TargetMissing(key, this.where(key));
       throw s3Error(this.where(key), e);
@@ -56,8 +55,7 @@ export class S3Target implements BackupTarget {
   async head(key: string, bytes: number): Promise<{ data: Buffer; size: number }> {
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: `bytes=0-${bytes - 1}` }));
-      const b = await r.Body!.transformToByteArray();
-      const data = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      const data = await readBody(r.Body as unknown as NodeJS.ReadableStream, r.ContentLength);
       const total = /\/(\d+)$/.exec(r.ContentRange ?? '');
       return { data, size: total ? Number(total[1]) : data.length };
     } catch (e) {
@@ -127,6 +125,58 @@ export function clientConfig(region: string | undefined, maxSockets: number): S3
     responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: { httpAgent: { keepAlive: true, maxSockets }, httpsAgent: agent },
   };
+}
+
+/**
+ * A response body (the SDK's Node stream: an http.IncomingMessage) as one
+ * Buffer that owns its whole ArrayBuffer (so it can be transferred to a
+ * codec worker), each chunk copied in as it arrives: with Content-Length
+ * that is the only copy, and no chunk outlives its 'data' event. (The SDK's
+ * transformToByteArray keeps every chunk until the end and then copies them
+ * into a zero-filled array: measured here, 330 GETs of ~1 MiB took 1.15 s
+ * of CPU with it, most of the difference in the garbage collector.)
+ * A body longer or shorter than its Content-Length, or cut off, is an error.
+ */
+export function readBody(body: NodeJS.ReadableStream, length: number | undefined): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const known = length !== undefined && Number.isSafeInteger(length) && length >= 0;
+    const out = known ? Buffer.allocUnsafeSlow(length) : undefined;
+    const chunks: Buffer[] = [];
+    let at = 0;
+    body.on('data', (c: Buffer) => {
+      if (!out) {
+        chunks.push(c);
+        at += c.length;
+        return;
+      }
+      if (at + c.length > out.length) {
+        (body as unknown as { destroy?(e?: Error): void }).destroy?.();
+        reject(new Error(`the body is longer than its Content-Length ${length}`));
+        return;
+      }
+      c.copy(out, at);
+      at += c.length;
+    });
+    body.on('error', reject);
+    body.on('end', () => {
+      if (!out) resolve(ownedBuffer(chunks, at));
+      else if (at !== out.length) reject(new Error(`the body ended after ${at} of its Content-Length ${length} bytes`));
+      else resolve(out);
+    });
+    // A connection closed mid-body: 'error' or 'end' has settled it already, or nothing will.
+    body.on('close', () => reject(new Error(`the connection closed after ${at} bytes of the body`)));
+  });
+}
+
+/** The chunks as one Buffer over a whole ArrayBuffer of its own. */
+function ownedBuffer(chunks: Buffer[], total: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  for (const c of chunks) {
+    c.copy(out, at);
+    at += c.length;
+  }
+  return out;
 }
 
 function customCa(cert: string | undefined): string | undefined {
