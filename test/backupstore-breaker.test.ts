@@ -240,3 +240,34 @@ describe('backup cfgs that are not regular files (second breaker)', () => {
     expect(unlessDir(fingerprint(dir))).toBe(unlessDir(before));
   });
 });
+
+describe('huge backup cfgs (second breaker)', () => {
+  it('a 2 GiB cfg of zeros and a 600 MiB one that begins like JSON: each listed as unreadable in one line, never read whole; the rest is served', () => {
+    let vol = '';
+    const dir = target((v) => { vol = v; });
+    const zeros = cfg(vol, 'backup-zeros');
+    const json = cfg(vol, 'backup-json');
+    fs.writeFileSync(zeros, '');
+    fs.truncateSync(zeros, 2 * 1024 * MiB);
+    fs.writeFileSync(json, '{"Name":"backup-json",');
+    fs.truncateSync(json, 600 * MiB);
+    try {
+      const i = chainfs(['inspect', dir, '--json', '--no-contents']);
+      expect(i.code, i.stderr).toBe(0);
+      const doc = JSON.parse(i.stdout.toString()) as { volumes: { name: string; backups: { name: string; problem?: string }[] }[] };
+      const bs = doc.volumes.find((v) => v.name === 'vol-lz4')!.backups;
+      expect(bs.find((b) => b.name === 'backup-zeros')!.problem).toBe(`${zeros}: not a Longhorn backup cfg: ${2 * 1024 * MiB} bytes that do not begin with a JSON object`);
+      expect(bs.find((b) => b.name === 'backup-json')!.problem).toMatch(new RegExp(`^${json}: is ${600 * MiB} bytes, more than any Longhorn cfg chainfs can read \\(\\d+ bytes at most\\): not read$`));
+      for (const b of live) {
+        expect(sha256(chainfs(['cat', dir, '--volume', fixtureManifest().volume, '--backup', b.name]).stdout), b.name).toBe(b.sha256);
+      }
+      const r = chainfs(['cat', dir, '--volume', 'vol-lz4', '--backup', 'backup-zeros']);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+    } finally {
+      fs.rmSync(zeros);
+      fs.rmSync(json);
+    }
+  });
+});

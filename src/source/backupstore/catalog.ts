@@ -30,7 +30,7 @@ import { parseBlocks, type BlockMap } from './cfg';
 import { LIST_JOBS, deletionLockWarning, loadVolume, mapLimit, type BackingImageEntry, type BackupEntry, type VolumeEntry } from './listing';
 import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir, volumeCfgKey } from './names';
 import { renderCatalog } from './render';
-import type { BackupTarget } from './target';
+import { MAX_CFG_BYTES, type BackupTarget } from './target';
 import type { TargetArg } from './url';
 
 /** Data roots given after the target, as providers of backing images only (backing-roots.ts). */
@@ -355,7 +355,7 @@ export class BackupstoreCatalog implements Catalog {
 
   /** The cfg text of an entry: kept from listing, or fetched again (a large cfg). */
   async cfgText(e: { cfgKey: string; text?: string }): Promise<string> {
-    return e.text ?? (await this.target.get(e.cfgKey)).toString('utf8');
+    return e.text ?? (await this.target.get(e.cfgKey, MAX_CFG_BYTES)).toString('utf8');
   }
 
   blocksLayer(o: { name: string; cfgKey: string; size: number; map: BlockMap; pool: string; compression: 'gzip' | 'lz4' | 'none'; exact: boolean; view: string }): BackupBlocksLayer {

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, fsError } from '../../errors';
-import { TargetMissing, type BackupTarget, type Listing } from './target';
+import { TargetMissing, tooLarge, type BackupTarget, type Listing } from './target';
 
 const RO = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
@@ -38,15 +38,15 @@ export class DirTarget implements BackupTarget {
     return path.join(this.localDir, key);
   }
 
-  async get(key: string): Promise<Buffer> {
-    return (await this.read(key, Infinity)).data;
+  async get(key: string, maxBytes = Infinity): Promise<Buffer> {
+    return (await this.read(key, Infinity, maxBytes)).data;
   }
 
   head(key: string, bytes: number): Promise<{ data: Buffer; size: number }> {
     return this.read(key, bytes);
   }
 
-  private async read(key: string, limit: number): Promise<{ data: Buffer; size: number }> {
+  private async read(key: string, limit: number, maxBytes = Infinity): Promise<{ data: Buffer; size: number }> {
     const file = this.where(key);
     let fh: fs.promises.FileHandle;
     try {
@@ -60,6 +60,7 @@ export class DirTarget implements BackupTarget {
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new ChainfsError(file, 'is not a regular file');
+      if (st.size > maxBytes) throw new ChainfsError(file, tooLarge(st.size, maxBytes));
       const want = Math.min(st.size, limit);
       const buf = Buffer.allocUnsafe(want);
       let got = 0;

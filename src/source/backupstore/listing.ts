@@ -19,7 +19,7 @@ import {
   BACKING_IMAGES, DEFAULT_BLOCK_SIZE, NAME_RE, VOLUMES, backingImageCfgKey, backupCfgKey, backupNameOfFile, backupsDir, longhornChecksum,
   volumeCfgKey, volumeDir,
 } from './names';
-import { TargetMissing, type BackupTarget } from './target';
+import { MAX_CFG_BYTES, TargetMissing, type BackupTarget } from './target';
 
 /** Cfgs up to this size are kept after listing, so opening the view costs no second GET. */
 const KEEP_CFG_BYTES = 1 << 20;
@@ -96,9 +96,13 @@ export async function listVolumeNames(t: BackupTarget, jobs: number, skipped: st
   return out.sort();
 }
 
-async function getText(t: BackupTarget, key: string): Promise<string> {
-  return (await t.get(key)).toString('utf8');
+/** A cfg's text; refused in one line (ChainfsError) past `maxBytes` without reading it. */
+async function getText(t: BackupTarget, key: string, maxBytes = MAX_CFG_BYTES): Promise<string> {
+  return (await t.get(key, maxBytes)).toString('utf8');
 }
+
+/** volume.cfg and lock files are a few hundred bytes: anything past this is not one. */
+const SMALL_CFG_BYTES = 16 << 20;
 
 /** The one-line problem of a block list that does not parse, or undefined. */
 function checkBlocks(parse: () => unknown): string | undefined {
@@ -122,7 +126,7 @@ export async function loadVolume(t: BackupTarget, name: string, jobs: number): P
   const v: VolumeEntry = { name, backups: [] };
   const key = volumeCfgKey(name);
   try {
-    v.cfg = parseVolumeCfg(t.where(key), await getText(t, key));
+    v.cfg = parseVolumeCfg(t.where(key), await getText(t, key, SMALL_CFG_BYTES));
   } catch (e) {
     v.problem = problemOf(e, t, key);
   }
@@ -138,6 +142,10 @@ export async function loadVolume(t: BackupTarget, name: string, jobs: number): P
       let text: string | undefined;
       if (partial) e.cfg = partial;
       else {
+        // Not a cfg head: read the whole only if it could be one (JSON), and not past what can be parsed.
+        if (data.length < size && !/^\s*\{/.test(head)) {
+          throw new ChainfsError(t.where(cfgKey), `not a Longhorn backup cfg: ${size} bytes that do not begin with a JSON object`);
+        }
         text = data.length < size ? await getText(t, cfgKey) : head;
         e.cfg = parseBackupCfg(t.where(cfgKey), text);
         if (text.length <= KEEP_CFG_BYTES) e.text = text;
@@ -193,7 +201,7 @@ export async function deletionLockWarning(t: BackupTarget, volume: string): Prom
   for (const f of (await t.list(dir)).files) {
     if (!f.name.endsWith('.lck') || (f.mtime && now - f.mtime.getTime() > LOCK_EXPIRY_MS)) continue;
     try {
-      const lock = JSON.parse(await getText(t, dir + f.name)) as { Type?: number };
+      const lock = JSON.parse(await getText(t, dir + f.name, SMALL_CFG_BYTES)) as { Type?: number };
       if (lock.Type === 2) {
         return `volume ${volume}: a deletion lock is live (${t.where(dir + f.name)}): Longhorn is deleting a backup or collecting garbage, blocks may disappear while you read`;
       }

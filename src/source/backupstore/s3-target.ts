@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import { GetObjectCommand, ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { ChainfsError } from '../../errors';
-import { TargetMissing, type BackupTarget, type Listing } from './target';
+import { TargetMissing, tooLarge, type BackupTarget, type Listing } from './target';
 
 export class S3Target implements BackupTarget {
   readonly label: string;
@@ -42,11 +42,16 @@ export class S3Target implements BackupTarget {
     return `s3://${this.bucket}/${this.prefix}${key}`;
   }
 
-  async get(key: string): Promise<Buffer> {
+  async get(key: string, maxBytes = Infinity): Promise<Buffer> {
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      if (r.ContentLength !== undefined && r.ContentLength > maxBytes) {
+        (r.Body as unknown as { destroy?(): void }).destroy?.();
+        throw new ChainfsError(this.where(key), tooLarge(r.ContentLength, maxBytes));
+      }
       return await readBody(r.Body as unknown as NodeJS.ReadableStream, r.ContentLength);
     } catch (e) {
+      if (e instanceof ChainfsError) throw e;
       if (isNotFound(e)) throw new TargetMissing(key, this.where(key));
       throw s3Error(this.where(key), e);
     }

@@ -24,9 +24,10 @@ export interface BackupTarget {
   readonly defaultJobs: number;
   /**
    * The object's bytes. Throws TargetMissing when it does not exist, and a
-   * ChainfsError naming the object for any other failure.
+   * ChainfsError naming the object for any other failure, or when it is
+   * larger than `maxBytes` (nothing of it read then: `tooLarge`).
    */
-  get(key: string): Promise<Buffer>;
+  get(key: string, maxBytes?: number): Promise<Buffer>;
   /**
    * The object's first `bytes` bytes (all of it when shorter) and its whole
    * size: one ranged GET. Throws like `get`.
@@ -39,6 +40,18 @@ export interface BackupTarget {
   /** Where `key` is, for messages (a path, or s3://bucket/key). */
   where(key: string): string;
   close(): void;
+}
+
+/**
+ * The largest cfg chainfs parses: the longest string V8 can hold (Node 20
+ * on 64 bits: 2^29 - 24 characters, ~512 MiB; a backup cfg of ~5 million
+ * blocks, ~10 TiB of written data). Longhorn itself has no such limit.
+ */
+export const MAX_CFG_BYTES: number = (require('node:buffer') as typeof import('node:buffer')).constants.MAX_STRING_LENGTH;
+
+/** The one-line reason an object of `size` bytes over `maxBytes` is not read. */
+export function tooLarge(size: number, maxBytes: number): string {
+  return `is ${size} bytes, more than any Longhorn cfg chainfs can read (${maxBytes} bytes at most): not read`;
 }
 
 /** The object does not exist (ENOENT, NoSuchKey): a missing block, a deleted cfg. */
