@@ -48,7 +48,11 @@ export interface CommonOptions {
   root: string;
 }
 
-export function commonOptions(argv: string[]): CommonOptions {
+/**
+ * Parses the common options, and the flags in `flags` (boolean, default
+ * false: run.ts's `--clean`), returned in `flags`.
+ */
+export function commonOptions(argv: string[], flags: string[] = []): CommonOptions & { flags: Record<string, boolean> } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -58,6 +62,7 @@ export function commonOptions(argv: string[]): CommonOptions {
       'fio-runtime': { type: 'string' },
       only: { type: 'string' },
       root: { type: 'string', default: '/var/tmp/chainfs-bench' },
+      ...Object.fromEntries(flags.map((f) => [f, { type: 'boolean' as const, default: false }])),
     },
   });
   const int = (name: string, v: string | undefined, min: number) => {
@@ -73,6 +78,7 @@ export function commonOptions(argv: string[]): CommonOptions {
     ...(values['fio-runtime'] !== undefined ? { fioRuntime: int('fio-runtime', values['fio-runtime'] as string, 1) } : {}),
     ...(values.only ? { only: (values.only as string).split(',').map((g) => g.trim()).filter(Boolean) } : {}),
     root: path.resolve(values.root as string),
+    flags: Object.fromEntries(flags.map((f) => [f, (values as Record<string, unknown>)[f] === true])),
   };
 }
 

@@ -12,11 +12,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { describeMachine, type Machine } from './machine';
 import { type LayerPlan, SHAPE, MiB, bytesOf } from './plan';
 import { Cleanup, lastLine, remove, sh } from './proc';
-import { clearDeadRuns, parseSize, projectRoot } from './report';
+import { clearDeadRuns, commonOptions, projectRoot } from './report';
 import { ensureScaleWorkload, SCALE_LAYERS } from './scale';
 import { type Group, type Suite, GROUPS, catRows, coldRows, exportRows, q, readRows, scaleRows } from './suite';
 import { type Row, type Verdict, renderRows } from './table';
@@ -36,34 +35,13 @@ interface Options {
 }
 
 function options(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      size: { type: 'string', default: '4G' },
-      seed: { type: 'string', default: '1' },
-      runs: { type: 'string', default: '3' },
-      'fio-runtime': { type: 'string' },
-      only: { type: 'string' },
-      root: { type: 'string', default: '/var/tmp/chainfs-bench' },
-      clean: { type: 'boolean', default: false },
-    },
-  });
-  const { size, label } = parseSize(values.size as string);
-  const int = (name: string, v: string | undefined, min: number) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
-    return n;
-  };
-  const groups = new Set<Group>(values.only ? (values.only as string).split(',').map((g) => g.trim() as Group) : GROUPS);
+  const o = commonOptions(argv, ['clean']);
+  const groups = new Set<Group>(o.only ? o.only.map((g) => g as Group) : GROUPS);
   for (const g of groups) if (!GROUPS.includes(g)) throw new Error(`--only: unknown group ${g} (groups: ${GROUPS.join(', ')})`);
   return {
-    size, label,
-    seed: int('seed', values.seed as string, 0),
-    runs: int('runs', values.runs as string, 1),
-    fioRuntime: values['fio-runtime'] !== undefined ? int('fio-runtime', values['fio-runtime'] as string, 1) : size >= 4 * GiB ? 10 : 5,
-    groups,
-    root: path.resolve(values.root as string),
-    clean: values.clean as boolean,
+    size: o.size, label: o.label, seed: o.seed, runs: o.runs,
+    fioRuntime: o.fioRuntime ?? (o.size >= 4 * GiB ? 10 : 5),
+    groups, root: o.root, clean: o.flags.clean,
   };
 }
 
