@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError } from '../errors';
+import { isDirectory } from '../files';
 import type { Catalog, OpenedView, SourceOptions, ViewSelector } from '../source/catalog';
 import { namedView } from '../source/named';
 import type { QcowBacking } from './qcow2-writer';
@@ -252,14 +253,6 @@ function resolveOut(req: ExportRequest, viewName: string, hooks: ExportHooks): s
       '(Longhorn names backing image directories <name>-<uuid>, and backing.cfg says the same uuid)');
   }
   return named;
-}
-
-function isDirectory(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 /** A directory named `<name>-<8 hex>` or holding our two files: OUT itself, not a parent for it. */

@@ -377,29 +377,17 @@ class HostFile {
    * block that may land between two when a refcount range fills.
    */
   appendClusters(data: Buffer, from: number, count: number, placed: (k: number, hostOffset: number) => void): void {
-    this.alignPos();
-    let k = 0;
-    while (k < count) {
-      const room = Math.floor(((this.firstOpen + 1) * this.rangeBytes - this.pos) / this.cs); // settle() keeps it >= 1
-      const n = Math.min(count - k, Math.max(1, room));
-      const at = this.pos;
-      const bytes = n * this.cs;
+    this.appendRuns(count, placed, (k, n) => {
       const src = from + k * this.cs;
+      const bytes = n * this.cs;
       if (bytes >= DIRECT_WRITE) {
         this.flush();
         writeAll(this.fd, data.subarray(src, src + bytes), this.outStart);
-        this.writeBehind.wrote(bytes);
-        this.outStart += bytes;
-        this.pos += bytes;
+        this.wroteDirect(bytes);
       } else {
         this.put(data, src, bytes);
       }
-      // Count them all before anything else is appended (placed() may append an L2 table).
-      for (let j = 0; j < n; j++) this.ref(at / this.cs + j);
-      for (let j = 0; j < n; j++) placed(k + j, at + j * this.cs);
-      this.settle();
-      k += n;
-    }
+    });
   }
 
   /**
@@ -409,23 +397,40 @@ class HostFile {
    * then, and no metadata goes there).
    */
   appendDirect(count: number, placed: (k: number, hostOffset: number) => void, write: (k: number, n: number, hostOffset: number) => void): void {
+    this.appendRuns(count, placed, (k, n, at) => {
+      this.flush();
+      write(k, n, at);
+      this.wroteDirect(n * this.cs);
+    });
+  }
+
+  /**
+   * The placing loop of appendClusters and appendDirect: clusters go in runs
+   * that stay inside the open refcount range; `store(k, n, hostOffset)` puts
+   * clusters [k, k+n) at the current position (advancing it), then they are
+   * counted and `placed` is told, before anything else is appended (placed()
+   * may append an L2 table).
+   */
+  private appendRuns(count: number, placed: (k: number, hostOffset: number) => void, store: (k: number, n: number, hostOffset: number) => void): void {
     this.alignPos();
     let k = 0;
     while (k < count) {
       const room = Math.floor(((this.firstOpen + 1) * this.rangeBytes - this.pos) / this.cs); // settle() keeps it >= 1
       const n = Math.min(count - k, Math.max(1, room));
       const at = this.pos;
-      const bytes = n * this.cs;
-      this.flush();
-      write(k, n, at);
-      this.writeBehind.wrote(bytes);
-      this.outStart += bytes;
-      this.pos += bytes;
+      store(k, n, at);
       for (let j = 0; j < n; j++) this.ref(at / this.cs + j);
       for (let j = 0; j < n; j++) placed(k + j, at + j * this.cs);
       this.settle();
       k += n;
     }
+  }
+
+  /** `bytes` written straight to the output at the current position (past what is buffered). */
+  private wroteDirect(bytes: number): void {
+    this.writeBehind.wrote(bytes);
+    this.outStart += bytes;
+    this.pos += bytes;
   }
 
   /**

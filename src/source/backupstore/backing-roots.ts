@@ -13,6 +13,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, fsError } from '../../errors';
+import { exists, isDirectory } from '../../files';
 import { parseBackingCfg } from '../node/backing-cfg';
 import { BACKING_IMAGES_DIR, DISK_CFG, REPLICAS_DIR, parseBackingDir } from '../node/names';
 import { readMetaFile } from '../replica/files';
@@ -40,7 +41,7 @@ export interface RootBackingCopy {
  * directory (a disk holding backing images only, its cfg lost).
  */
 export function isBackingRoot(dir: string): boolean {
-  return isDir(dir) && [DISK_CFG, REPLICAS_DIR, BACKING_IMAGES_DIR].some((n) => exists(path.join(dir, n)));
+  return isDirectory(dir) && [DISK_CFG, REPLICAS_DIR, BACKING_IMAGES_DIR].some((n) => exists(path.join(dir, n)));
 }
 
 /**
@@ -67,7 +68,7 @@ export function scanBackingRoots(roots: string[], warnings: string[]): RootBacki
     }
     for (const n of names) {
       const parsed = parseBackingDir(n);
-      if (parsed && isDir(path.join(dir, n))) out.push(readCopy(root, path.join(dir, n), parsed.name, parsed.uuid));
+      if (parsed && isDirectory(path.join(dir, n))) out.push(readCopy(root, path.join(dir, n), parsed.name, parsed.uuid));
     }
   }
   return out;
@@ -108,21 +109,4 @@ function readCopy(root: string, dir: string, name: string, uuid: string): RootBa
     }
   }
   return c;
-}
-
-function isDir(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-function exists(p: string): boolean {
-  try {
-    fs.lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

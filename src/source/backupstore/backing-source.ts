@@ -20,7 +20,7 @@
  * never used. Files are not hashed: backing.cfg's checksum is what Longhorn
  * wrote.
  */
-import * as fs from 'node:fs';
+import { isDirectory } from '../../files';
 import type { VolumeCfg } from './cfg';
 import type { RootBackingCopy } from './backing-roots';
 import type { BackingImageEntry } from './listing';
@@ -152,13 +152,5 @@ export function describeBackingSource(name: string, s: BackingSource): string {
     case 'target': return `backing image ${name}: from the target's backing-image backup backing-images/${s.entry.name}.img${s.notUsed ? ` (${s.notUsed})` : ''}`;
     case 'no-backing': return `backing image ${name}: not used (--no-backing)`;
     default: return `backing image ${name}: unresolved: ${s.problem}`;
-  }
-}
-
-function isDirectory(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch {
-    return false;
   }
 }
