@@ -40,8 +40,8 @@ export interface Native {
   preadNoWait(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): number;
   /** fcntl(F_SETPIPE_SZ): the new capacity, or -1 if `fd` is not a pipe or the size is refused. */
   setPipeSize(fd: number, bytes: number): number;
-  /** sync_file_range(SYNC_FILE_RANGE_WRITE) of the whole file: start writeback, do not wait. */
-  startWriteback(fd: number): void;
+  /** sync_file_range(SYNC_FILE_RANGE_WRITE) of the whole file on the thread pool: start writeback, do not wait for the disk. Rejects with the errno (`code`). */
+  startWritebackAsync(fd: number): Promise<void>;
   /** sendfile(2) of [position, position+length) of `fdIn` to `fdOut`: bytes sent (short only at EOF); waits on a full pipe. */
   sendFile(fdOut: number, fdIn: number, position: number, length: number): number;
   /** write(2) of every byte, waiting while `fd` is a full non-blocking pipe. */

@@ -1,7 +1,8 @@
 /**
  * The kernel-copy write path of `chainfs export` (clusters checked for
  * zeros through a mapping of the layer files, copied file to file with
- * copy_file_range on the thread pool, several in flight) against qemu's
+ * pwrite from that mapping on the thread pool, or copy_file_range where a
+ * file cannot be mapped) against qemu's
  * flattening of the same history. The chain's data runs straddle the
  * writers' 8 MiB batch boundaries, a cluster holds 4 KiB blocks of several
  * layers and holes, some clusters are allocated zeros (in part or whole),
@@ -15,6 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { native } from '../src/native';
 import { chainfsOk } from './helpers/cli';
 import { buildOracle, type Oracle } from './helpers/oracle';
 import { qemuImg } from './helpers/qemu';
@@ -126,6 +128,27 @@ describe('export across batch boundaries', () => {
       expect(stored, `cluster ${c} (${(c * cs) / KiB} KiB)`).toBe(nonZero);
     }
     fs.rmSync(q);
+  });
+
+  it('leaves every all-zero 4 KiB block of a raw export a hole and allocates every other one (allocated zeros of the layers too)', () => {
+    const head = built.views[0];
+    const raw = path.join(tmp, 'head-holes.raw');
+    chainfsOk(['export', built.dir, raw, '--quiet']);
+    const expected = fs.readFileSync(oracle.views.get(head.file)!);
+    const fd = fs.openSync(raw, 'r');
+    try {
+      const block = 4 * KiB;
+      let zeroBlocks = 0;
+      for (let b = 0; b < expected.length / block; b++) {
+        const nonZero = expected.subarray(b * block, (b + 1) * block).some((x) => x !== 0);
+        if (!nonZero) zeroBlocks++;
+        expect(native.seekData(fd, b * block) === b * block, `block ${b} (${(b * block) / KiB} KiB)`).toBe(nonZero);
+      }
+      expect(zeroBlocks).toBeGreaterThan(0);
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(raw);
+    }
   });
 
   it('writes the same images to another file system (tmpfs), where the kernel cannot copy file to file', async () => {

@@ -1,4 +1,5 @@
 /** The N-API addon on real files with real holes. */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -69,10 +70,15 @@ describe('copyFileRange / punchHole / preadNoWait', () => {
     fs.closeSync(fd);
   });
 
-  it('starts writeback of a regular file; setPipeSize says -1 for a non-pipe', () => {
+  it('starts writeback of a regular file (not of a pipe); setPipeSize says -1 for a non-pipe', async () => {
     const fd = sparseFile('w', 1 << 16, [[0, 1 << 16]]);
-    expect(() => native.startWriteback(fd)).not.toThrow();
+    await native.startWritebackAsync(fd);
     fs.closeSync(fd);
+    const fifo = path.join(tmp, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const pw = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK); // Linux opens a FIFO read-write without a peer
+    await expect(native.startWritebackAsync(pw)).rejects.toMatchObject({ code: 'ESPIPE' });
+    fs.closeSync(pw);
     const [r] = [fs.openSync('/dev/null', 'r')];
     expect(native.setPipeSize(r, 1 << 20)).toBe(-1); // not a pipe
     fs.closeSync(r);

@@ -4,11 +4,13 @@
  * go from those files to the output on the libuv thread pool, never through
  * a buffer of ours: by copy_file_range (which falls back to a buffer on the
  * pool where the kernel cannot copy between the files), or, when the
- * writer has mapped the runs to look for zeros (qcow2: mapRuns), by pwrite
- * from that mapping, which spares a second trip through the page cache.
- * Either way each byte is copied once, page cache to page cache. The
- * caller goes on planning the next batch while the pool writes; a bounded
- * number of bytes is in flight.
+ * writer has mapped the runs to look for zeros (mapRuns: both writers do
+ * where they can), by pwrite from that mapping, which spares a second trip
+ * through the page cache. Either way each byte is copied once, page cache
+ * to page cache. The caller goes on planning the next batch while the pool
+ * writes; a bounded number of bytes is in flight. The writes into one
+ * output take turns in the addon (a lock per output descriptor): several
+ * at once only spin on the file's inode lock.
  */
 import type { ResolvedRun } from '../chain/source';
 import { ChainfsError, LayerReadError } from '../errors';

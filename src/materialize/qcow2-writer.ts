@@ -136,12 +136,16 @@ async function writeChecked(src: ImageSource, fd: number, opts: Qcow2WriteOption
   const l1Offset = l1Clusters > 0 ? host.reserve(l1Clusters) : 0;
   const l1 = new L1Table(fd, l1Offset, (l1Clusters * cs) / 8);
   const l2 = new L2Tables(cs, host, l1);
-  const dataClusters = await copyClusters(src, cs, opts, host, l2);
-  l2.close();
-  const refcounts = host.finish();
-  l1.finish();
-  writeAll(fd, encodeHeader(cs, src.size, l1Size, l1Offset, refcounts, opts.backing), 0);
-  return { fileSize: refcounts.fileSize, dataClusters };
+  try {
+    const dataClusters = await copyClusters(src, cs, opts, host, l2);
+    l2.close();
+    const refcounts = host.finish();
+    l1.finish();
+    writeAll(fd, encodeHeader(cs, src.size, l1Size, l1Offset, refcounts, opts.backing), 0);
+    return { fileSize: refcounts.fileSize, dataClusters };
+  } finally {
+    await host.writeBehind.idle();
+  }
 }
 
 /** Validates the options against qcow2's and qemu's limits; returns the L1 size (entries). */
@@ -328,7 +332,8 @@ class HostFile {
   /** Next free byte; every host cluster below it is in use. */
   private pos = 0;
   private readonly out = Buffer.allocUnsafe(BATCH);
-  private readonly writeBehind: WriteBehind;
+  /** Writeback of what is written so far (awaited idle before the writer returns). */
+  readonly writeBehind: WriteBehind;
   /** File offset of out[0]; out holds [outStart, pos). */
   private outStart = 0;
   private outLen = 0;

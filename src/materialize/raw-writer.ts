@@ -1,15 +1,16 @@
 /**
  * Writes an ImageSource as a sparse raw image: the file is truncated to the
  * view's size (all hole), then only the data runs are read and written, so
- * whatever no layer holds stays a hole and is never read. Within data that
- * passes through memory, all-zero 4 KiB blocks are left as holes too: the
+ * whatever no layer holds stays a hole and is never read. All-zero 4 KiB
+ * blocks of the data (a layer's allocated zeros) are left as holes too: the
  * content is what counts, not the source's allocation.
  *
  * Without a checksum, data runs whose bytes lie in files (chain files, a raw
- * backing image, an lvol's device: Layer.mapDirect) go by copy_file_range
- * on the thread pool, several in flight (direct-copy.ts): the kernel copies
- * (or, on a file system that can, shares) the extents without a trip
- * through user space, on both cores.
+ * backing image, an lvol's device: Layer.mapDirect) are mapped 8 MiB at a
+ * time, scanned for zero blocks there, and written from the mapping on the
+ * thread pool (direct-copy.ts): one kernel copy per byte, page cache to
+ * page cache, never through a buffer of ours. Where a file cannot be mapped
+ * the step goes by copy_file_range instead (zeros and all).
  * With a checksum the bytes are needed anyway: they are pread into the hash
  * worker's buffers and handed to it, while the kernel copies the same
  * ranges into the output (or, for layers not in files, the buffers are
@@ -19,12 +20,12 @@ import * as fs from 'node:fs';
 import type { ImageSource } from '../chain/source';
 import { BLOCK_SIZE, type Layer } from '../layer/layer';
 import { CHUNK, type Sha512Worker } from './checksum';
-import { DirectCopies, LoopTurns, directPieces } from './direct-copy';
+import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
 import { WriteBehind } from './write-behind';
 
 /** Virtual bytes resolved per runs() query: a stretch of holes costs one query. */
 const SCAN_WINDOW = 256 << 20;
-/** Bytes per copy_file_range call: large enough to amortise, small enough to spread over the pool's threads. */
+/** Bytes mapped and written per step: large enough to amortise, small enough to overlap scanning with writing. */
 const COPY_STEP = 8 << 20;
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
@@ -56,9 +57,10 @@ export async function writeRaw(src: ImageSource, fd: number, opts: RawWriteOptio
     }
   } catch (e) {
     await copier.copies.drain().catch(() => undefined); // none may write into the file once the caller has it removed
+    await copier.writeBehind.idle();
     throw e;
   }
-  await copier.copies.drain();
+  await copier.copies.drain().finally(() => copier.writeBehind.idle());
   return { dataBytes: copier.done };
 }
 
@@ -66,8 +68,9 @@ class RunCopier {
   done = 0;
   readonly copies: DirectCopies;
   private own: Buffer | null = null;
+  private nonZero = new Uint8Array(COPY_STEP / BLOCK_SIZE + 1);
   private readonly turns = new LoopTurns();
-  private readonly writeBehind: WriteBehind;
+  readonly writeBehind: WriteBehind;
 
   constructor(private readonly fd: number, private readonly opts: RawWriteOptions) {
     this.writeBehind = new WriteBehind(fd);
@@ -82,7 +85,7 @@ class RunCopier {
       // The output's offsets are the view's: each step lands where it is read from.
       for (let pos = offset; pos < end;) {
         const n = Math.min(COPY_STEP, end - pos);
-        this.copies.copy(direct, pos, pos + n, pos);
+        this.copyStep(layer, direct, pos, n);
         pos += n;
         this.advance(n);
         this.opts.onPosition?.(pos);
@@ -106,6 +109,38 @@ class RunCopier {
       this.opts.onPosition?.(pos);
       if (direct) await this.copies.settle();
       await this.turns.maybe();
+    }
+  }
+
+  /**
+   * One step of a direct run: its file pieces mapped and scanned for
+   * all-zero 4 KiB blocks, the rest written from the mapping (zeros stay
+   * holes, as through memory); where the files cannot be mapped, the whole
+   * step by copy_file_range.
+   */
+  private copyStep(layer: Layer, whole: DirectRun[], pos: number, n: number): void {
+    const runs = directPieces([{ offset: pos, length: n, layer }]);
+    if (!runs || !mapRuns(runs)) {
+      this.copies.copy(whole, pos, pos + n, pos);
+      return;
+    }
+    const first = pos - (pos % BLOCK_SIZE);
+    const blocks = Math.ceil((pos + n - first) / BLOCK_SIZE);
+    const nonZero = (this.nonZero.length >= blocks ? this.nonZero : (this.nonZero = new Uint8Array(blocks))).subarray(0, blocks);
+    nonZero.fill(0);
+    try {
+      markNonZero(runs, first, BLOCK_SIZE, nonZero);
+      for (let k = 0; k < blocks;) {
+        if (!nonZero[k]) { k++; continue; }
+        let j = k + 1;
+        while (j < blocks && nonZero[j]) j++;
+        const a = Math.max(pos, first + k * BLOCK_SIZE);
+        const b = Math.min(pos + n, first + j * BLOCK_SIZE);
+        this.copies.copy(runs, a, b, a);
+        k = j;
+      }
+    } finally {
+      releaseRuns(runs); // unmapped once their writes are done
     }
   }
 
@@ -160,16 +195,20 @@ export async function writeRawRanges(src: ImageSource & { readAsync(b: Buffer, o
   const turns = new LoopTurns();
   const buf = Buffer.allocUnsafe(CHUNK);
   let done = 0;
-  for (const r of ranges) {
-    const end = Math.min(r.start + r.length, src.size);
-    for (let pos = r.start; pos < end; pos += CHUNK) {
-      const n = Math.min(CHUNK, end - pos);
-      await src.readAsync(buf, 0, n, pos);
-      writeAll(fd, buf, 0, n, pos);
-      writeBehind.wrote(n);
-      done += n;
-      onData?.(done);
-      await turns.maybe();
+  try {
+    for (const r of ranges) {
+      const end = Math.min(r.start + r.length, src.size);
+      for (let pos = r.start; pos < end; pos += CHUNK) {
+        const n = Math.min(CHUNK, end - pos);
+        await src.readAsync(buf, 0, n, pos);
+        writeAll(fd, buf, 0, n, pos);
+        writeBehind.wrote(n);
+        done += n;
+        onData?.(done);
+        await turns.maybe();
+      }
     }
+  } finally {
+    await writeBehind.idle();
   }
 }
