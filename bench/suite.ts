@@ -132,14 +132,22 @@ export async function exportRows(s: Suite): Promise<Row[]> {
   await fresh();
 
   return [
-    { title: 'export raw', subject: raw, anchors: [{ line: convertRaw, target: 1.5 }, { line: cp, note: 'near the limit' }] },
+    // Issue #16: at 4 GiB and up, 1.5x qemu-img; below, at least qemu-img and within 5% of cp (the limit there).
+    size >= 4 * 2 ** 30
+      ? { title: 'export raw', subject: raw, anchors: [{ line: convertRaw, target: 1.5 }, { line: cp, note: 'near the limit' }] }
+      : {
+        title: 'export raw', subject: raw, anchors: [
+          { line: convertRaw, target: 1.0 },
+          { line: cp, target: 0.95, targetText: 'within 5% (≥ 0.95×)' },
+        ],
+      },
     {
       title: 'export raw + SHA-512', subject: sum, anchors: [
         { line: convertSum, target: 1.5 },
         { line: openssl, target: 1 / 1.15, targetText: 'within 1.15× (≥ 0.87×)' },
       ],
     },
-    { title: 'export qcow2', subject: qcow2, anchors: [{ line: convertQ, target: 1.2 }] },
+    { title: 'export qcow2', subject: qcow2, anchors: [{ line: convertQ, target: 1.3 }] },
   ];
 }
 
@@ -152,7 +160,7 @@ export async function catRows(s: Suite): Promise<Row[]> {
       { label: '`chainfs cat > /dev/null`', once: once([s.chainfs, 'cat', w.replica]) },
       { label: '`cat flat.raw > /dev/null`', once: once(['cat', w.flat]) },
     ], w.plan.size);
-    return [{ title: 'cat', subject: chainfs, anchors: [{ line: cat, target: 0.4, targetText: '≥ 0.4× (40%)' }] }];
+    return [{ title: 'cat', subject: chainfs, anchors: [{ line: cat, target: 0.6, targetText: '≥ 0.6×' }] }];
   } finally {
     fs.closeSync(devNull);
   }
@@ -219,17 +227,17 @@ export async function readRows(s: Suite): Promise<Row[]> {
   return [
     {
       title: 'mounted: sequential read', subject: first[0], anchors: [
-        { line: first[1], target: 1.5 }, { line: first[2], note: 'page cache' },
+        { line: first[1], target: 4 }, { line: first[2], target: 0.6, targetText: '≥ 0.6× (page cache)' },
       ],
     },
     {
       title: 'mounted: 4 KiB random read, 1 job', subject: fio1[0], anchors: [
-        { line: fio1[1], target: 1.0 }, { line: fio1[2], note: 'O_DIRECT: the disk' },
+        { line: fio1[1], target: 1.7 }, { line: fio1[2], note: 'O_DIRECT: the disk' },
       ],
     },
     {
       title: 'mounted: 4 KiB random read, 4 jobs', subject: fio4[0], anchors: [
-        { line: fio4[1], target: 1.0 }, { line: fio4[2], note: 'O_DIRECT: the disk' },
+        { line: fio4[1], target: 2.2 }, { line: fio4[2], note: 'O_DIRECT: the disk' },
       ],
     },
     {
@@ -261,7 +269,7 @@ export async function coldRows(s: Suite): Promise<Row[]> {
   await m.unmount();
   await qsd.stop();
   return [{
-    title: 'mounted: sequential read, cold', subject: ch, anchors: [{ line: qs, note: 'no target' }, { line: flat, note: 'the disk' }],
+    title: 'mounted: sequential read, cold', subject: ch, anchors: [{ line: qs, target: 1.3 }, { line: flat, note: 'the disk' }],
   }];
 }
 
