@@ -54,4 +54,13 @@ describe('a reader that goes away', () => {
     const r = catInShell([built.dir], '| head -c 1000 > /dev/null; exit ${PIPESTATUS[0]}');
     expect(r).toEqual({ code: 141, stderr: '' });
   });
+
+  it('--help into a pipe whose reader has gone (stdout written by commander, not by cat): quiet, 141 or 0, never a stack trace', () => {
+    for (let i = 0; i < 5; i++) {
+      // `sleep` makes the reader gone before the help is written: the write must fail, every time.
+      const r = spawnSync('bash', ['-c', `{ sleep 0.3; '${CHAINFS}' export --help; } | true; exit \${PIPESTATUS[0]}`], { encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect([0, 141]).toContain(r.status);
+    }
+  });
 });

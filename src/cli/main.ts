@@ -48,6 +48,12 @@ function tellLauncher(line: string): void {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A reader that goes away (`chainfs export --help | head -1`) ends us
+  // quietly with 141, as SIGPIPE would, whatever was writing to stdout.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(141);
+    throw e;
+  });
   try {
     await program().parseAsync(argv);
   } catch (e) {
