@@ -177,6 +177,38 @@ class WritebackWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
+// willNeedAsync(fd, offset, length) -> Promise<void>: posix_fadvise(
+// WILLNEED) on the libuv pool -- the kernel starts reading the range into
+// the page cache and returns; a writer announces the runs it will copy next
+// so that the disk reads them while it copies the present ones (a mapping's
+// MAP_POPULATE otherwise reads one batch at a time, synchronously).
+// Advisory: never rejects.
+class WillNeedWorker : public Napi::AsyncWorker {
+ public:
+  WillNeedWorker(Napi::Env env, int fd, int64_t off, int64_t len)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), off_(off), len_(len) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { posix_fadvise(fd_, off_, len_, POSIX_FADV_WILLNEED); }
+  void OnWorkComplete(Napi::Env env, napi_status) override {
+    Napi::HandleScope scope(env);
+    deferred_.Resolve(env.Undefined());
+    delete this;
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_;
+  int64_t off_, len_;
+};
+
+Napi::Value WillNeedAsync(const Napi::CallbackInfo& info) {
+  if (!Args(info, 3)) return info.Env().Undefined();
+  auto* job = new WillNeedWorker(info.Env(), static_cast<int>(I64(info[0])), I64(info[1]), I64(info[2]));
+  Napi::Promise p = job->Promise();
+  job->Queue();
+  return p;
+}
+
 Napi::Value StartWritebackAsync(const Napi::CallbackInfo& info) {
   if (!Args(info, 1)) return info.Env().Undefined();
   auto* job = new WritebackWorker(info.Env(), static_cast<int>(I64(info[0])));
@@ -578,6 +610,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("preadNoWait", Napi::Function::New(env, PreadNoWait));
   exports.Set("setPipeSize", Napi::Function::New(env, SetPipeSize));
   exports.Set("startWritebackAsync", Napi::Function::New(env, StartWritebackAsync));
+  exports.Set("willNeedAsync", Napi::Function::New(env, WillNeedAsync));
   return exports;
 }
 

@@ -42,6 +42,8 @@ export interface Native {
   setPipeSize(fd: number, bytes: number): number;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) of the whole file on the thread pool: start writeback, do not wait for the disk. Rejects with the errno (`code`). */
   startWritebackAsync(fd: number): Promise<void>;
+  /** posix_fadvise(WILLNEED) of [offset, offset+length) on the thread pool: start reading it into the page cache. Advisory: never rejects. */
+  willNeedAsync(fd: number, offset: number, length: number): Promise<void>;
   /** sendfile(2) of [position, position+length) of `fdIn` to `fdOut`: bytes sent (short only at EOF); waits on a full pipe. */
   sendFile(fdOut: number, fdIn: number, position: number, length: number): number;
   /** write(2) of every byte, waiting while `fd` is a full non-blocking pipe. */

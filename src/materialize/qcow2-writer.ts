@@ -26,6 +26,7 @@ import * as zlib from 'node:zlib';
 import type { ImageSource, ResolvedRun } from '../chain/source';
 import { ChainfsError } from '../errors';
 import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
+import { ReadAhead } from './read-ahead';
 import { WriteBehind } from './write-behind';
 
 export interface Qcow2WriteOptions {
@@ -178,6 +179,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
   /** Direct batches: nonZero[c] = 1 if cluster c of the batch holds a non-zero byte. */
   const nonZero = new Uint8Array(BATCH / cs + 1);
   const copies = new DirectCopies(host.fd);
+  const ahead = new ReadAhead();
   const turns = new LoopTurns();
   let stored = 0;
   let reported = 0;
@@ -291,6 +293,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     for (let win = 0; win < src.size; win += SCAN_WINDOW) {
       const winEnd = Math.min(win + SCAN_WINDOW, src.size);
       const data = src.runs(win, winEnd - win).filter((r) => r.layer !== null);
+      ahead.reset(data);
       let i = 0;
       while (i < data.length) {
         // One batch: the BATCH-aligned slice holding the next data run, and every run piece inside it.
@@ -302,6 +305,7 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
           const to = Math.min(data[j].offset + data[j].length, end);
           if (to > from) pieces.push({ offset: from, length: to - from, layer: data[j].layer });
         }
+        ahead.at(start);
         await copyBatch(start, end - start, pieces);
         while (i < data.length && data[i].offset + data[i].length <= end) i++;
         if (i < data.length && data[i].offset < end) {
@@ -314,9 +318,10 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     }
   } catch (e) {
     await copies.drain().catch(() => undefined); // none may write into the file once the caller has it removed
+    await ahead.idle();
     throw e;
   }
-  await copies.drain();
+  await copies.drain().finally(() => ahead.idle());
   return stored;
 }
 

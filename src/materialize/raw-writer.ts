@@ -21,6 +21,7 @@ import type { ImageSource } from '../chain/source';
 import { BLOCK_SIZE, type Layer } from '../layer/layer';
 import { CHUNK, type Sha512Worker } from './checksum';
 import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
+import { ReadAhead } from './read-ahead';
 import { WriteBehind } from './write-behind';
 
 /** Virtual bytes resolved per runs() query: a stretch of holes costs one query. */
@@ -49,7 +50,9 @@ export async function writeRaw(src: ImageSource, fd: number, opts: RawWriteOptio
   const copier = new RunCopier(fd, opts);
   try {
     for (let win = 0; win < src.size; win += SCAN_WINDOW) {
-      for (const run of src.runs(win, Math.min(SCAN_WINDOW, src.size - win))) {
+      const runs = src.runs(win, Math.min(SCAN_WINDOW, src.size - win));
+      copier.ahead.reset(runs.filter((r) => r.layer !== null));
+      for (const run of runs) {
         if (run.layer) await copier.data(run.layer, run.offset, run.length);
         else opts.hash?.zeros(run.length);
         opts.onPosition?.(run.offset + run.length);
@@ -57,10 +60,10 @@ export async function writeRaw(src: ImageSource, fd: number, opts: RawWriteOptio
     }
   } catch (e) {
     await copier.copies.drain().catch(() => undefined); // none may write into the file once the caller has it removed
-    await copier.writeBehind.idle();
+    await copier.idle();
     throw e;
   }
-  await copier.copies.drain().finally(() => copier.writeBehind.idle());
+  await copier.copies.drain().finally(() => copier.idle());
   return { dataBytes: copier.done };
 }
 
@@ -71,6 +74,7 @@ class RunCopier {
   private nonZero = new Uint8Array(COPY_STEP / BLOCK_SIZE + 1);
   private readonly turns = new LoopTurns();
   readonly writeBehind: WriteBehind;
+  readonly ahead = new ReadAhead();
 
   constructor(private readonly fd: number, private readonly opts: RawWriteOptions) {
     this.writeBehind = new WriteBehind(fd);
@@ -85,6 +89,7 @@ class RunCopier {
       // The output's offsets are the view's: each step lands where it is read from.
       for (let pos = offset; pos < end;) {
         const n = Math.min(COPY_STEP, end - pos);
+        this.ahead.at(pos);
         this.copyStep(layer, direct, pos, n);
         pos += n;
         this.advance(n);
@@ -96,6 +101,7 @@ class RunCopier {
     }
     for (let pos = offset; pos < end;) {
       const n = Math.min(CHUNK, end - pos);
+      this.ahead.at(pos);
       const buf = hash ? await hash.buffer() : (this.own ??= Buffer.allocUnsafe(CHUNK));
       if (layer.asyncOnly) await layer.readAsync!(buf, 0, n, pos);
       else layer.read(buf, 0, n, pos);
@@ -142,6 +148,12 @@ class RunCopier {
     } finally {
       releaseRuns(runs); // unmapped once their writes are done
     }
+  }
+
+  /** Resolves when neither writeback nor read-ahead requests are running. */
+  async idle(): Promise<void> {
+    await this.writeBehind.idle();
+    await this.ahead.idle();
   }
 
   private advance(n: number): void {
