@@ -255,6 +255,28 @@ export async function coldRows(s: Suite): Promise<Row[]> {
   const m = new ChainfsMount(s.chainfs, w.replica, path.join(s.runDir, 'mnt'), s.cleanup);
   const qsd = new QsdExport(w.qcow2Top, path.join(s.runDir, 'qsd.img'), size, path.join(s.runDir, 'qsd.log'), s.cleanup);
   const empty = async (files: string[]) => { s.coldMethod = await evict(files); };
+
+  // Exports from a cold page cache: what an operator's first export of a volume costs.
+  const out = path.join(s.runDir, 'out-cold.img');
+  const coldExport = (label: string, script: (o: string) => string, files: string[], verify?: () => Promise<void>): Named => ({
+    label, once: () => shSeconds(label, script(out)), before: async () => { remove(out); await empty(files); },
+    ...(verify ? { verify } : {}),
+  });
+  const chainfsExport = (format: string) => (o: string) => `${q(s.chainfs)} export ${q(w.replica)} ${q(o)} --format ${format} --quiet`;
+  const [rawCold, rawQemuCold, cpCold] = await measureRow(s, 'export raw, cold', 's', [
+    coldExport('`chainfs export --format raw`, cold', chainfsExport('raw'), w.replicaFiles, () => sameBytes(out, w.flat, 'the export')),
+    coldExport('`qemu-img convert -O raw top.qcow2`, cold', (o) => `qemu-img convert -f qcow2 -O raw ${q(w.qcow2Top)} ${q(o)} && sync ${q(o)}`, w.qcow2Files),
+    coldExport('`cp --sparse=always flat.raw`, cold', (o) => `cp --sparse=always ${q(w.flat)} ${q(o)} && sync ${q(o)}`, [w.flat]),
+  ], size);
+  const [qcowCold, qcowQemuCold] = await measureRow(s, 'export qcow2, cold', 's', [
+    coldExport('`chainfs export --format qcow2`, cold', chainfsExport('qcow2'), w.replicaFiles, async () => {
+      const r = await run(['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', out, w.flat], { stdout: 'pipe' });
+      if (r.code !== 0) throw new NotAvailable(`the qcow2 export differs from flat.raw (qemu-img compare exit ${r.code})`);
+    }),
+    coldExport('`qemu-img convert -O qcow2 top.qcow2`, cold', (o) => `qemu-img convert -f qcow2 -O qcow2 ${q(w.qcow2Top)} ${q(o)} && sync ${q(o)}`, w.qcow2Files),
+  ], size);
+  remove(out);
+
   const [ch, qs, flat] = await measureRow(s, 'reads: cold', 'GB/s', [
     {
       label: 'chainfs mount: `dd bs=1M`, cold', once: () => dd(m.volume, size),
@@ -268,9 +290,11 @@ export async function coldRows(s: Suite): Promise<Row[]> {
   ]);
   await m.unmount();
   await qsd.stop();
-  return [{
-    title: 'mounted: sequential read, cold', subject: ch, anchors: [{ line: qs, target: 1.3 }, { line: flat, note: 'the disk' }],
-  }];
+  return [
+    { title: 'export raw, cold', subject: rawCold, anchors: [{ line: rawQemuCold, note: 'no goal in the issue' }, { line: cpCold, note: 'the disk' }] },
+    { title: 'export qcow2, cold', subject: qcowCold, anchors: [{ line: qcowQemuCold, note: 'no goal in the issue' }] },
+    { title: 'mounted: sequential read, cold', subject: ch, anchors: [{ line: qs, target: 1.3 }, { line: flat, note: 'the disk' }] },
+  ];
 }
 
 // --- the 2 TiB x 250 chain ----------------------------------------------------
