@@ -372,6 +372,21 @@ describe('read-ahead of a walker over a lazily listed S3 target', () => {
   });
 });
 
+describe('a target with no volume Longhorn would list', () => {
+  it('mounts with an empty volumes/ directory (not ENOENT), and says which names it skipped', async () => {
+    const empty = path.join(tmp, 'target-skipped');
+    // A name Longhorn's rule refuses (upper case), under its right hash directories or not: skipped either way.
+    const bad = path.join(empty, 'backupstore', 'volumes', 'ab', 'cd', 'Not_A_Volume');
+    fs.mkdirSync(bad, { recursive: true });
+    fs.writeFileSync(path.join(bad, 'volume.cfg'), '{}');
+    const { mp, log } = await mount(empty, 'mnt-skipped');
+    expect(await fs.promises.readdir(path.join(mp, 'volumes'))).toEqual([]);
+    expect((await fs.promises.readdir(mp)).sort()).toContain('volumes');
+    await unmount(mp);
+    expect(fs.readFileSync(log, 'utf8')).toContain('Not_A_Volume');
+  });
+});
+
 // --- catalog.json against its schema in docs/json.md -------------------------
 
 interface CatalogJson {

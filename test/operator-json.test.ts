@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildSampleTarget, type SampleTarget } from './helpers/backupstore-builder';
 import { chainfs, chainfsOk } from './helpers/cli';
-import { mountReplica, unmountAll } from './helpers/mount';
+import { unmountAll } from './helpers/mount';
 import { buildNode, type BuiltNode } from './helpers/node-builder';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
 import { noBacking, rawBacking, removed } from './helpers/scenarios';
@@ -178,13 +178,20 @@ describe('every command against its schema', () => {
     expectSchema(JSON.parse(v.stdout.toString()), 'verify');
   });
 
-  it('mounts --json', () => {
-    const mp = path.join(tmp, 'mp');
-    mountReplica(plain.dir, mp);
-    const list = json(['mounts', '--json']);
-    expectSchema(list, 'mounts');
-    expect((list as Array<{ mountPoint: string }>).some((m) => m.mountPoint === mp)).toBe(true);
-    chainfsOk(['umount', mp]);
+  it('mounts --json; a source named by a relative path is listed absolute (a replica, a backup target)', () => {
+    for (const dir of [plain.dir, target.dir]) {
+      const mp = path.join(tmp, 'mp');
+      fs.mkdirSync(mp, { recursive: true });
+      chainfsOk(['mount', path.basename(dir), mp], { cwd: path.dirname(dir) });
+      try {
+        const list = json(['mounts', '--json']);
+        expectSchema(list, 'mounts');
+        const mine = (list as Array<{ mountPoint: string; source: string }>).find((m) => m.mountPoint === mp);
+        expect(mine?.source).toBe(dir);
+      } finally {
+        chainfsOk(['umount', mp]);
+      }
+    }
   });
 });
 

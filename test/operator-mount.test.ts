@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { busyMessage } from '../src/cli/umount';
 import { chainfs, chainfsOk } from './helpers/cli';
 import { isMounted, mountReplica, unmountAll } from './helpers/mount';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
@@ -135,6 +136,22 @@ describe('chainfs mounts without a record', () => {
       fs.renameSync(aside, rec);
     }
     chainfsOk(['umount', mp]);
+  });
+});
+
+describe('a busy unmount with no holder to name', () => {
+  it('as root says requests are in flight (root sees every process); otherwise suggests another user', () => {
+    const none = { loops: [], processes: [], submounts: [] };
+    const asRoot = busyMessage(none);
+    expect(process.getuid?.()).toBe(0); // the suite runs as root (FUSE, loop devices)
+    expect(asRoot).toBe('mount point is busy: no process holds a file of it, so requests are in flight (a listing or a read under way); try again in a moment, or unmount with --lazy');
+    const getuid = process.getuid;
+    process.getuid = () => 1000;
+    try {
+      expect(busyMessage(none)).toContain('perhaps as another user: try as root to see which');
+    } finally {
+      process.getuid = getuid;
+    }
   });
 });
 

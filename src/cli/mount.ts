@@ -158,7 +158,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   } catch (e) {
     throw new ChainfsError(mp, `mount failed: ${(e as Error).message}${process.getuid?.() !== 0 ? ' (not root: is fusermount allowed?)' : ''}`);
   }
-  writeRecord(mp, { pid: process.pid, replica: catalog.label, log: logFile ?? '', since: new Date().toISOString() });
+  writeRecord(mp, { pid: process.pid, replica: absoluteLabel(catalog.label), log: logFile ?? '', since: new Date().toISOString() });
   let exiting = false;
   const exit = async (why: string, code: number) => {
     if (exiting) return;
@@ -252,6 +252,15 @@ async function background(sources: string[], mp: string, opts: MountOptions): Pr
   }
   const tail = verdict.message.startsWith('the daemon exited') ? lastError(logPath) : undefined;
   throw new ChainfsError(undefined, tail ?? `${verdict.message}; see ${logPath}`);
+}
+
+/**
+ * The source as `chainfs mounts` shows it from any directory: each
+ * comma-separated path of the catalog's label made absolute (URLs such as
+ * s3://bucket stay as they are).
+ */
+function absoluteLabel(label: string): string {
+  return label.split(',').map((p) => (p.includes('://') || path.isAbsolute(p) ? p : path.resolve(p))).join(',');
 }
 
 /** The daemon's last error line, for the one-line message of a failed background mount. */

@@ -80,7 +80,12 @@ export function busyMessage(h: Holders): string {
     what.push(`process ${p.pid} (${p.command}) ${p.how === 'open' ? `has ${p.path} open` : `${p.how === 'cwd' ? 'works in' : 'has its root in'} ${p.path}`}`);
   }
   if (h.processes.length > 5) what.push(`${h.processes.length - 5} more processes`);
-  if (what.length === 0) return 'mount point is busy (a process is using it, perhaps as another user: try as root to see which); close it, or unmount with --lazy';
+  if (what.length === 0) {
+    // Root sees every process's files: nothing found then means requests in
+    // flight (an `ls` or a read under way) rather than someone else's.
+    if (process.getuid?.() === 0) return 'mount point is busy: no process holds a file of it, so requests are in flight (a listing or a read under way); try again in a moment, or unmount with --lazy';
+    return 'mount point is busy (a process is using it, perhaps as another user: try as root to see which); close it, or unmount with --lazy';
+  }
   return `mount point is busy: ${what.join('; ')}; release them, or unmount with --lazy (detaches now, ends when the last user is gone)`;
 }
 

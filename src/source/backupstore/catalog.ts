@@ -123,6 +123,11 @@ export class BackupstoreCatalog implements Catalog {
     }];
   }
 
+  /** `volumes/` shows even when no volume is listed (every name was one Longhorn skips, or the target has none). */
+  directories(): string[] {
+    return ['volumes'];
+  }
+
   lazyDirectories(): string[] {
     return this.volumes.filter((v) => v.unlisted).map((v) => backupsDirPath(v.name));
   }
