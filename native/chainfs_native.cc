@@ -18,6 +18,7 @@
 #include <linux/fs.h>
 
 #include <memory>
+#include <atomic>
 #include <mutex>
 
 namespace {
@@ -372,7 +373,10 @@ Napi::Value CopyFileRangeAsync(const Napi::CallbackInfo& info) {
 
 // A SIGBUS while scanning a mapping (the file was cut short meanwhile) jumps
 // back to the scan, which reports EIO; any other SIGBUS gets the default.
-thread_local sigjmp_buf* scanJump = nullptr;
+// volatile: the scan calls nothing the compiler cannot see into, so a plain
+// store of the jump buffer before it and of nullptr after it would be one
+// dead store, and the handler would find nullptr (it did: a Bus error).
+thread_local sigjmp_buf* volatile scanJump = nullptr;
 struct sigaction previousBus;
 
 void OnBus(int sig, siginfo_t* si, void* ctx) {
@@ -509,6 +513,7 @@ Napi::Value NonZeroMapped(const Napi::CallbackInfo& info) {
   bool faulted = false;
   if (sigsetjmp(jump, 1) == 0) {
     scanJump = &jump;
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the handler sees it before the first read
     int64_t at = 0, seg = 0;
     while (at < stop) {
       int64_t n = (seg == 0 ? firstLen : granule);
@@ -520,6 +525,7 @@ Napi::Value NonZeroMapped(const Napi::CallbackInfo& info) {
   } else {
     faulted = true;
   }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   scanJump = nullptr;
   if (faulted) return Throw(env, EIO, "mmap read (file cut short)");
   return Napi::Number::New(env, static_cast<double>(segments));

@@ -84,3 +84,46 @@ describe('copyFileRange / punchHole / preadNoWait', () => {
     fs.closeSync(r);
   });
 });
+
+describe('mapped ranges (the export writers\' zero scan and writes)', () => {
+  const MiB = 1 << 20;
+  function dataFile(name: string, size: number): number {
+    const p = path.join(tmp, name);
+    const b = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 4096) b[i + 7] = (i / 4096) % 2 ? 0 : 1; // odd 4 KiB blocks all zero
+    fs.writeFileSync(p, b);
+    return fs.openSync(p, 'r');
+  }
+
+  it('marks the non-zero segments and writes the mapped bytes where asked', async () => {
+    const fd = dataFile('m1', 1 * MiB);
+    const m = native.mapRange(fd, 0, 1 * MiB);
+    const out = new Uint8Array(256);
+    expect(native.nonZeroMapped(m, 0, 1 * MiB, 0, 4096, out)).toBe(256);
+    expect([...out.subarray(0, 6)]).toEqual([1, 0, 1, 0, 1, 0]);
+    const o = fs.openSync(path.join(tmp, 'm1.out'), 'w+');
+    await native.writeMappedAsync(m, 8192, 8192, o, 100);
+    native.releaseMapping(m);
+    const got = Buffer.alloc(8192);
+    fs.readSync(o, got, 0, 8192, 100);
+    const want = Buffer.alloc(8192);
+    fs.readSync(fd, want, 0, 8192, 8192);
+    expect(got.equals(want)).toBe(true);
+    fs.closeSync(o);
+    fs.closeSync(fd);
+  });
+
+  it('a file cut short under the mapping: the scan throws EIO and the write rejects, the process lives on', async () => {
+    const fd = dataFile('m2', 2 * MiB);
+    const m = native.mapRange(fd, 0, 2 * MiB);
+    fs.truncateSync(path.join(tmp, 'm2'), 0); // what a writer of the layer might do meanwhile
+    const out = new Uint8Array(512);
+    expect(() => native.nonZeroMapped(m, 0, 2 * MiB, 0, 4096, out)).toThrow(expect.objectContaining({ code: 'EIO' }));
+    const o = fs.openSync(path.join(tmp, 'm2.out'), 'w+');
+    const err = await native.writeMappedAsync(m, 0, 2 * MiB, o, 0).then(() => null, (e: NodeJS.ErrnoException) => e);
+    expect(['EIO', 'EFAULT']).toContain(err?.code); // the kernel's copy from the mapping fails; no signal
+    native.releaseMapping(m);
+    fs.closeSync(o);
+    fs.closeSync(fd);
+  });
+});
