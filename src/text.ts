@@ -14,6 +14,15 @@ export function table(cells: string[][]): string {
 }
 
 /**
+ * Orders names by UTF-16 code units, as `LC_ALL=C ls` does: stable across
+ * machines, and cheap (String.prototype.localeCompare starts ICU's collator
+ * on its first call, ~6 ms of every command's start-up).
+ */
+export function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
  * "did you mean a, b, c?" with the names nearest to `query` (edit distance),
  * or the short list when there are few; never a line of 40 names.
  */
@@ -21,7 +30,7 @@ export function didYouMean(query: string, names: string[], what: string): string
   if (names.length === 0) return `there are no ${what}`;
   if (names.length <= 5) return `${what}: ${names.join(', ')}`;
   const near = names.map((n) => ({ n, d: editDistance(query, n.slice(0, Math.max(query.length, 1) + 2)) }))
-    .sort((x, y) => x.d - y.d || x.n.localeCompare(y.n)).slice(0, 3).map((x) => x.n);
+    .sort((x, y) => x.d - y.d || compareText(x.n, y.n)).slice(0, 3).map((x) => x.n);
   return `did you mean ${near.join(', ')}? (${names.length} ${what}; inspect lists them)`;
 }
 

@@ -1,16 +1,29 @@
 /** The chainfs command line: one file per command, wired here. */
 import { Command, CommanderError } from 'commander';
-import { catCommand } from './cat';
 import { EXIT_USAGE, fail } from './common';
-import { exportCommand } from './export';
 import { errorDocument, jsonRequested } from './json';
-import { inspectCommand } from './inspect';
-import { mapCommand } from './map';
-import { mountCommand } from './mount';
-import { mountsCommand } from './mounts';
-import { umountCommand } from './umount';
 
-export function program(): Command {
+/**
+ * The commands, in the order help lists them: [names (the first is the
+ * command's, then its aliases), its definition]. A module is loaded only
+ * when its command is the one run, or when all are needed (top-level help,
+ * an unknown word): `chainfs cat` does not load the mount daemon's CLI.
+ */
+const COMMANDS: ReadonlyArray<readonly [readonly string[], () => Command]> = [
+  [['inspect'], () => (require('./inspect') as typeof import('./inspect')).inspectCommand()],
+  [['map'], () => (require('./map') as typeof import('./map')).mapCommand()],
+  [['cat'], () => (require('./cat') as typeof import('./cat')).catCommand()],
+  [['mount'], () => (require('./mount') as typeof import('./mount')).mountCommand()],
+  [['umount', 'unmount'], () => (require('./umount') as typeof import('./umount')).umountCommand()],
+  [['mounts'], () => (require('./mounts') as typeof import('./mounts')).mountsCommand()],
+  [['export'], () => (require('./export') as typeof import('./export')).exportCommand()],
+  [['verify'], () => (require('./verify') as typeof import('./verify')).verifyCommand()],
+  [['compare'], () => (require('./compare') as typeof import('./compare')).compareCommand()],
+  [['diff'], () => (require('./diff') as typeof import('./diff')).diffCommand()],
+];
+
+/** The command line; `argv` (process.argv's shape) picks the one command to define, when its first word names one. */
+export function program(argv: readonly string[] = []): Command {
   const p = new Command('chainfs')
     .description('Read Longhorn data offline, never writing to it: replica directories, data roots (a whole node), backup targets (a directory or S3) and v2 disks (SPDK lvstores)')
     .version(require('../../package.json').version)
@@ -25,9 +38,8 @@ export function program(): Command {
     },
   };
   p.configureOutput(output);
-  for (const c of [inspectCommand(), mapCommand(), catCommand(), mountCommand(), umountCommand(), mountsCommand(), exportCommand(), (require('./verify') as typeof import('./verify')).verifyCommand(), (require('./compare') as typeof import('./compare')).compareCommand(), (require('./diff') as typeof import('./diff')).diffCommand()]) {
-    p.addCommand(c.exitOverride().configureOutput(output));
-  }
+  const asked = COMMANDS.find(([names]) => names.includes(argv[2]));
+  for (const [, define] of asked ? [asked] : COMMANDS) p.addCommand(define().exitOverride().configureOutput(output));
   return p;
 }
 
@@ -55,7 +67,7 @@ export async function main(argv: string[]): Promise<void> {
     throw e;
   });
   try {
-    await program().parseAsync(argv);
+    await program(argv).parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       // help and version exit 0; usage errors exit 2 (commander already printed the message)

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChainfsError, fsError, oneLine } from '../../errors';
-import { didYouMean } from '../../text';
+import { compareText, didYouMean } from '../../text';
 import { locateBacking, type BackingLocation } from './backing';
 import { fileKind, readMetaFile } from './files';
 import { parseDiskMeta, parseVolumeMeta, type DiskMeta, type VolumeMeta } from './meta';
@@ -150,7 +150,7 @@ export class Replica {
   /** Every snapshot disk, in the head's chain or not, oldest first by chain then name. */
   snapshots(): Disk[] {
     return [...this.disks.values()].filter((d) => d.kind === 'snapshot')
-      .sort((a, b) => a.file.localeCompare(b.file));
+      .sort((a, b) => compareText(a.file, b.file));
   }
 
   /**

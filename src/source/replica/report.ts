@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path';
 import { ChainfsError } from '../../errors';
-import { table } from '../../text';
+import { compareText, table } from '../../text';
 import { formatBytes } from '../../units';
 import type { LayerSet } from './layers';
 import type { DiskMeta } from './meta';
@@ -162,7 +162,7 @@ export function renderReplica(r: ReplicaReport): string {
     return n;
   };
   const off = r.snapshots.filter((s) => !s.inChain)
-    .sort((a, b) => a.created.localeCompare(b.created) || depth(a) - depth(b) || a.file.localeCompare(b.file));
+    .sort((a, b) => compareText(a.created, b.created) || depth(a) - depth(b) || compareText(a.file, b.file));
   if (off.length) {
     lines.push('', r.headProblem ? 'snapshots:' : "snapshots not in the head's chain (after a revert), oldest first:");
     lines.push(table([['  FILE', 'KIND', 'SIZE', 'ALLOCATED', 'CREATED', 'FLAGS', 'BRANCHES FROM'],

@@ -15,7 +15,7 @@
 import { Chain, type ChainOptions } from '../../chain/chain';
 import { ChainfsError } from '../../errors';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelector } from '../catalog';
-import { didYouMean } from '../../text';
+import { compareText, didYouMean } from '../../text';
 import type { Disk } from './disk';
 import { chainOf, type Lvol } from './lvstore';
 import { buildModel, component, diskTags, type Model, type ReplicaEntry } from './model';
@@ -57,7 +57,7 @@ export class SpdkCatalog implements Catalog {
     const names = new Map<string, number>();
     for (const d of disks) for (const l of d.lvs.lvols.values()) names.set(l.name, (names.get(l.name) ?? 0) + 1);
     for (const d of disks) {
-      for (const l of [...d.lvs.lvols.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+      for (const l of [...d.lvs.lvols.values()].sort((a, b) => compareText(a.name, b.name))) {
         const suffix = names.get(l.name)! > 1 ? `@${tags.get(d)}` : '';
         this.add(new SpdkView(d, l, `lvols/${component(l.name + suffix, '.img')}`, 'lvol', l.name, lvolWarnings(l)));
       }

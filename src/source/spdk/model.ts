@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import type { Disk } from './disk';
 import { startsWithLuks } from './encryption';
 import type { Lvol } from './lvstore';
+import { compareText } from '../../text';
 
 export interface ReplicaEntry {
   disk: Disk;
@@ -98,22 +99,22 @@ export function buildModel(disks: Disk[]): Model {
     const several = (byDisk.get(r.name) ?? []).length > 1;
     r.dir = `volumes/${component(r.volume)}/replicas/${component(several ? `${r.name}@${tags.get(r.disk)}` : r.name)}`;
     r.encrypted = r.head !== undefined && startsWithLuks(r.disk, r.head);
-    r.snapshots.sort((a, b) => depth(a, r) - depth(b, r) || a.name.localeCompare(b.name));
+    r.snapshots.sort((a, b) => depth(a, r) - depth(b, r) || compareText(a.name, b.name));
     let v = volumes.get(r.volume);
     if (!v) volumes.set(r.volume, v = { name: r.volume, replicas: [], equivalent: [] });
     v.replicas.push(r);
   }
   for (const v of volumes.values()) pick(v, disks);
   return {
-    volumes: [...volumes.values()].sort((a, b) => a.name.localeCompare(b.name)),
-    backingImages: backingImages.sort((a, b) => a.name.localeCompare(b.name)),
+    volumes: [...volumes.values()].sort((a, b) => compareText(a.name, b.name)),
+    backingImages: backingImages.sort((a, b) => compareText(a.name, b.name)),
   };
 }
 
 function pick(v: VolumeEntry, disks: Disk[]): void {
   const usable = v.replicas.filter((r) => r.head && !r.head.problem)
     .sort((a, b) => b.head!.allocatedClusters - a.head!.allocatedClusters
-      || disks.indexOf(a.disk) - disks.indexOf(b.disk) || a.name.localeCompare(b.name));
+      || disks.indexOf(a.disk) - disks.indexOf(b.disk) || compareText(a.name, b.name));
   v.picked = usable[0];
   v.equivalent = usable.slice(1).filter((r) => r.head!.allocatedClusters === usable[0].head!.allocatedClusters);
 }
