@@ -19,6 +19,7 @@
 
 #include <memory>
 #include <atomic>
+#include <functional>
 #include <mutex>
 
 namespace {
@@ -151,71 +152,62 @@ Napi::Value SetPipeSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r < 0 ? -1 : r);
 }
 
-// startWritebackAsync(fd) -> Promise<void>: sync_file_range(fd, 0, 0,
-// SYNC_FILE_RANGE_WRITE) on the libuv pool -- start writing the file's dirty
-// pages to disk without waiting for them, so that a writer's final fsync
-// overlaps its copying instead of following it. On the pool because
-// submitting the pages is itself a few milliseconds per call (the block
-// queue may be full), which the writer's planning thread should not wait.
-class WritebackWorker : public Napi::AsyncWorker {
+// A system call on the libuv pool, settled as a promise: resolved, or
+// rejected with its errno (`code`, as Throw words it). `call` returns 0 or
+// an errno; `advisory` calls never reject.
+class PoolCall : public Napi::AsyncWorker {
  public:
-  WritebackWorker(Napi::Env env, int fd) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override {
-    if (sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE) < 0) err_ = errno;
+  PoolCall(Napi::Env env, const char* syscall, bool advisory, std::function<int()> call)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), syscall_(syscall),
+        advisory_(advisory), call_(std::move(call)) {}
+  static Napi::Promise Queue(Napi::Env env, const char* syscall, bool advisory, std::function<int()> call) {
+    auto* job = new PoolCall(env, syscall, advisory, std::move(call));
+    Napi::Promise p = job->deferred_.Promise();
+    job->AsyncWorker::Queue();
+    return p;
   }
+  void Execute() override { err_ = call_(); }
   void OnWorkComplete(Napi::Env env, napi_status status) override {
     Napi::HandleScope scope(env);
-    if (status == napi_cancelled) deferred_.Reject(ErrnoError(env, ECANCELED, "sync_file_range").Value());
-    else if (err_) deferred_.Reject(ErrnoError(env, err_, "sync_file_range").Value());
+    int err = status == napi_cancelled ? ECANCELED : err_;
+    if (err && !advisory_) deferred_.Reject(ErrnoError(env, err, syscall_).Value());
     else deferred_.Resolve(env.Undefined());
     delete this;
   }
 
  private:
   Napi::Promise::Deferred deferred_;
-  int fd_;
+  const char* syscall_;
+  bool advisory_;
+  std::function<int()> call_;
   int err_ = 0;
 };
 
-// willNeedAsync(fd, offset, length) -> Promise<void>: posix_fadvise(
-// WILLNEED) on the libuv pool -- the kernel starts reading the range into
-// the page cache and returns; a writer announces the runs it will copy next
-// so that the disk reads them while it copies the present ones (a mapping's
-// MAP_POPULATE otherwise reads one batch at a time, synchronously).
-// Advisory: never rejects.
-class WillNeedWorker : public Napi::AsyncWorker {
- public:
-  WillNeedWorker(Napi::Env env, int fd, int64_t off, int64_t len)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), off_(off), len_(len) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override { posix_fadvise(fd_, off_, len_, POSIX_FADV_WILLNEED); }
-  void OnWorkComplete(Napi::Env env, napi_status) override {
-    Napi::HandleScope scope(env);
-    deferred_.Resolve(env.Undefined());
-    delete this;
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  int fd_;
-  int64_t off_, len_;
-};
-
-Napi::Value WillNeedAsync(const Napi::CallbackInfo& info) {
-  if (!Args(info, 3)) return info.Env().Undefined();
-  auto* job = new WillNeedWorker(info.Env(), static_cast<int>(I64(info[0])), I64(info[1]), I64(info[2]));
-  Napi::Promise p = job->Promise();
-  job->Queue();
-  return p;
-}
-
+// startWritebackAsync(fd) -> Promise<void>: sync_file_range(fd, 0, 0,
+// SYNC_FILE_RANGE_WRITE) on the pool -- start writing the file's dirty pages
+// to disk without waiting for them, so that a writer's final fsync overlaps
+// its copying instead of following it. On the pool because submitting the
+// pages is itself a few milliseconds per call (the block queue may be full),
+// which the writer's planning thread should not wait.
 Napi::Value StartWritebackAsync(const Napi::CallbackInfo& info) {
   if (!Args(info, 1)) return info.Env().Undefined();
-  auto* job = new WritebackWorker(info.Env(), static_cast<int>(I64(info[0])));
-  Napi::Promise p = job->Promise();
-  job->Queue();
-  return p;
+  int fd = static_cast<int>(I64(info[0]));
+  return PoolCall::Queue(info.Env(), "sync_file_range", false,
+                         [fd] { return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0 ? errno : 0; });
+}
+
+// willNeedAsync(fd, offset, length) -> Promise<void>: posix_fadvise(
+// WILLNEED) on the pool -- the kernel starts reading the range into the page
+// cache and returns; a writer announces the runs it will copy next so that
+// the disk reads them while it copies the present ones (a mapping's
+// MAP_POPULATE otherwise reads one batch at a time, synchronously).
+// Advisory: never rejects.
+Napi::Value WillNeedAsync(const Napi::CallbackInfo& info) {
+  if (!Args(info, 3)) return info.Env().Undefined();
+  int fd = static_cast<int>(I64(info[0]));
+  int64_t off = I64(info[1]), len = I64(info[2]);
+  return PoolCall::Queue(info.Env(), "posix_fadvise", true,
+                         [fd, off, len] { return posix_fadvise(fd, off, len, POSIX_FADV_WILLNEED); });
 }
 
 // Waits until fd takes more bytes (stdout may be a non-blocking pipe: Node

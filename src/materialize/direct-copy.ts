@@ -4,7 +4,7 @@
  * go from those files to the output on the libuv thread pool, never through
  * a buffer of ours: by copy_file_range (which falls back to a buffer on the
  * pool where the kernel cannot copy between the files), or, when the
- * writer has mapped the runs to look for zeros (mapRuns: both writers do
+ * writer has mapped the runs to look for zeros (mapAndScan: both writers do
  * where they can), by pwrite from that mapping, which spares a second trip
  * through the page cache. Either way each byte is copied once, page cache
  * to page cache. The caller goes on planning the next batch while the pool
@@ -26,7 +26,7 @@ export interface DirectRun {
   fileEnd: number;
   /** The layer's path, for messages. */
   path: string;
-  /** The run's bytes in the file, mapped (mapRuns); writes then come from here. */
+  /** The run's bytes in the file, mapped (mapAndScan); writes then come from here. */
   map?: Mapping;
 }
 
@@ -53,15 +53,56 @@ export function directPieces(pieces: readonly ResolvedRun[]): DirectRun[] | null
   return out;
 }
 
-/**
- * Maps every run's bytes (up to its file's end): true when all are mapped.
- * False (nothing left mapped) where a file cannot be mapped: the caller
- * reads through memory or copies with copy_file_range instead. A read
- * error is thrown as a LayerReadError naming the file.
- */
-export function mapRuns(runs: DirectRun[]): boolean {
+/** Bytes of the run that lie in its file (past the file's end the layer reads zeros). */
+export function bytesInFile(r: DirectRun): number {
+  return Math.min(r.length, r.fileEnd - (r.offset + r.delta));
+}
+
+/** The runs clipped to virtual [from, to), unmapped. */
+export function sliceRuns(runs: readonly DirectRun[], from: number, to: number): DirectRun[] {
+  const out: DirectRun[] = [];
   for (const r of runs) {
-    const inFile = Math.min(r.length, r.fileEnd - (r.offset + r.delta));
+    const a = Math.max(r.offset, from);
+    const b = Math.min(r.offset + r.length, to);
+    if (b > a) out.push({ ...r, offset: a, length: b - a, map: undefined });
+  }
+  return out;
+}
+
+/**
+ * Maps every run's bytes (up to its file's end) and marks in `out` the
+ * view's `granule`-aligned segments of [start, start+length) that hold a
+ * non-zero byte: out[k] is the one at start + k * granule (cleared first;
+ * `start` is granule-aligned). True when all are mapped; false (nothing
+ * left mapped) where a file cannot be mapped: the caller reads through
+ * memory or copies with copy_file_range instead. A read error (a file cut
+ * short under its mapping) is thrown as a LayerReadError naming the file,
+ * nothing left mapped.
+ */
+export function mapAndScan(runs: DirectRun[], start: number, length: number, granule: number, out: Uint8Array): boolean {
+  if (!mapRuns(runs)) return false;
+  out.fill(0, 0, Math.ceil(length / granule));
+  try {
+    for (const r of runs) {
+      if (!r.map) continue;
+      const k = Math.floor((r.offset - start) / granule);
+      try {
+        native.nonZeroMapped(r.map, 0, r.length, r.offset % granule, granule, out.subarray(k));
+      } catch (e) {
+        throw new LayerReadError(r.path, `read at offset ${r.offset + r.delta} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+    }
+  } catch (e) {
+    releaseRuns(runs);
+    throw e;
+  }
+  return true;
+}
+
+/** Maps every run's bytes (up to its file's end): true when all are mapped; false, nothing left mapped, where a file cannot be. */
+function mapRuns(runs: DirectRun[]): boolean {
+  for (const r of runs) {
+    const inFile = bytesInFile(r);
     if (inFile <= 0) continue;
     try {
       r.map = native.mapRange(r.fd, r.offset + r.delta, inFile);
@@ -75,22 +116,6 @@ export function mapRuns(runs: DirectRun[]): boolean {
   return true;
 }
 
-/**
- * Marks in `out` the non-zero segments of the mapped runs: segments are the
- * view's `granule`-aligned pieces, out[k] the one at `start + k * granule`.
- */
-export function markNonZero(runs: readonly DirectRun[], start: number, granule: number, out: Uint8Array): void {
-  for (const r of runs) {
-    if (!r.map) continue;
-    const k = Math.floor((r.offset - start) / granule);
-    try {
-      native.nonZeroMapped(r.map, 0, r.length, r.offset % granule, granule, out.subarray(k));
-    } catch (e) {
-      throw new LayerReadError(r.path, `read at offset ${r.offset + r.delta} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  }
-}
-
 /** Unmaps the runs' mappings once their writes are done. */
 export function releaseRuns(runs: DirectRun[]): void {
   for (const r of runs) {
@@ -101,7 +126,7 @@ export function releaseRuns(runs: DirectRun[]): void {
 
 /** Copies to one output file, a bounded number in flight; the first failure is thrown by settle() or drain(). */
 export class DirectCopies {
-  private readonly pending: { done: Promise<void>; bytes: number }[] = [];
+  private readonly pending: Promise<void>[] = [];
   private inFlight = 0;
   private failure: unknown = null;
 
@@ -115,7 +140,7 @@ export class DirectCopies {
   copy(runs: readonly DirectRun[], from: number, to: number, hostOffset: number): void {
     for (const r of runs) {
       const a = Math.max(r.offset, from);
-      const b = Math.min(r.offset + r.length, to, r.fileEnd - r.delta);
+      const b = Math.min(r.offset + bytesInFile(r), to);
       if (b <= a) continue;
       const bytes = b - a;
       this.inFlight += bytes;
@@ -126,19 +151,19 @@ export class DirectCopies {
         () => { this.inFlight -= bytes; },
         (e: unknown) => { this.inFlight -= bytes; this.failure ??= copyError(e, r.path, a + r.delta, bytes); },
       );
-      this.pending.push({ done, bytes });
+      this.pending.push(done);
     }
   }
 
   /** Waits while more than IN_FLIGHT bytes are being copied; throws a copy's failure. */
   async settle(): Promise<void> {
-    while (this.inFlight > IN_FLIGHT && this.pending.length) await this.pending.shift()!.done;
+    while (this.inFlight > IN_FLIGHT && this.pending.length) await this.pending.shift();
     this.check();
   }
 
   /** Waits for every copy; throws the first failure. */
   async drain(): Promise<void> {
-    while (this.pending.length) await this.pending.shift()!.done;
+    while (this.pending.length) await this.pending.shift();
     this.check();
   }
 

@@ -59,7 +59,7 @@ const PROGRESS_INTERVAL_MS = 100;
  * Runs the job on `view` (opened from `catalog`, which --since also reads
  * its older view from). `hash` is the running SHA-512 worker when
  * spec.checksum (started early by the caller, so that its start-up overlaps
- * the checks); it is closed here.
+ * the checks); the caller, which owns it, closes it.
  */
 export async function runJob(spec: JobSpec, catalog: Catalog, view: OpenedView, hash: Sha512Worker | undefined,
   progress: (p: JobProgress) => void): Promise<JobResult> {
@@ -81,8 +81,6 @@ export async function runJob(spec: JobSpec, catalog: Catalog, view: OpenedView, 
     if (e instanceof ChainfsError) throw e;
     if ((e as NodeJS.ErrnoException)?.syscall) throw writeFailed(spec.out, e); // reads are wrapped; this is the output
     throw e;
-  } finally {
-    await hash?.close();
   }
 }
 

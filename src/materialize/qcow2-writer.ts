@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import type { ImageSource, ResolvedRun } from '../chain/source';
 import { ChainfsError } from '../errors';
-import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
+import { DirectCopies, LoopTurns, directPieces, mapAndScan, releaseRuns, type DirectRun } from './direct-copy';
 import { ReadAhead } from './read-ahead';
 import { WriteBehind } from './write-behind';
 
@@ -238,26 +238,13 @@ async function copyClusters(src: ImageSource, cs: number, opts: Qcow2WriteOption
     groupLen = 1;
   };
 
-  /** Maps the batch's file pieces and marks its non-zero clusters; false if a file cannot be mapped (the batch then goes through memory). */
-  const scanZeros = (runs: DirectRun[], start: number, length: number): boolean => {
-    if (!mapRuns(runs)) return false;
-    nonZero.fill(0, 0, Math.ceil(length / cs));
-    try {
-      markNonZero(runs, start, cs, nonZero);
-    } catch (e) {
-      releaseRuns(runs);
-      throw e;
-    }
-    return true;
-  };
-
   const copyBatch = async (start: number, length: number, pieces: ResolvedRun[]): Promise<void> => {
     // Without compression, pieces whose bytes lie in files are never read
     // into a buffer: their clusters are checked for zeros in a mapping of
     // the files, and written from it on the thread pool while the next
     // batch is looked at.
     direct = opts.compress ? null : directPieces(pieces);
-    if (direct && !scanZeros(direct, start, length)) direct = null;
+    if (direct && !mapAndScan(direct, start, length, cs, nonZero)) direct = null; // unmappable: through memory
     if (!direct) {
       // Zeros only where no piece lands (between them, and the last cluster's tail).
       let filled = 0;

@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import type { ImageSource } from '../chain/source';
 import { BLOCK_SIZE, type Layer } from '../layer/layer';
 import { CHUNK, type Sha512Worker } from './checksum';
-import { DirectCopies, LoopTurns, directPieces, mapRuns, markNonZero, releaseRuns, type DirectRun } from './direct-copy';
+import { DirectCopies, LoopTurns, directPieces, mapAndScan, releaseRuns, sliceRuns, type DirectRun } from './direct-copy';
 import { ReadAhead } from './read-ahead';
 import { WriteBehind } from './write-behind';
 
@@ -71,7 +71,8 @@ class RunCopier {
   done = 0;
   readonly copies: DirectCopies;
   private own: Buffer | null = null;
-  private nonZero = new Uint8Array(COPY_STEP / BLOCK_SIZE + 1);
+  /** A step's blocks: a step of COPY_STEP bytes not aligned to a block touches one block more. */
+  private readonly nonZero = new Uint8Array(COPY_STEP / BLOCK_SIZE + 1);
   private readonly turns = new LoopTurns();
   readonly writeBehind: WriteBehind;
   readonly ahead = new ReadAhead();
@@ -90,7 +91,7 @@ class RunCopier {
       for (let pos = offset; pos < end;) {
         const n = Math.min(COPY_STEP, end - pos);
         this.ahead.at(pos);
-        this.copyStep(layer, direct, pos, n);
+        this.copyStep(direct, pos, n);
         pos += n;
         this.advance(n);
         this.opts.onPosition?.(pos);
@@ -124,22 +125,19 @@ class RunCopier {
    * holes, as through memory); where the files cannot be mapped, the whole
    * step by copy_file_range.
    */
-  private copyStep(layer: Layer, whole: DirectRun[], pos: number, n: number): void {
-    const runs = directPieces([{ offset: pos, length: n, layer }]);
-    if (!runs || !mapRuns(runs)) {
-      this.copies.copy(whole, pos, pos + n, pos);
+  private copyStep(whole: readonly DirectRun[], pos: number, n: number): void {
+    const runs = sliceRuns(whole, pos, pos + n);
+    const first = pos - (pos % BLOCK_SIZE);
+    if (!mapAndScan(runs, first, pos + n - first, BLOCK_SIZE, this.nonZero)) {
+      this.copies.copy(runs, pos, pos + n, pos);
       return;
     }
-    const first = pos - (pos % BLOCK_SIZE);
     const blocks = Math.ceil((pos + n - first) / BLOCK_SIZE);
-    const nonZero = (this.nonZero.length >= blocks ? this.nonZero : (this.nonZero = new Uint8Array(blocks))).subarray(0, blocks);
-    nonZero.fill(0);
     try {
-      markNonZero(runs, first, BLOCK_SIZE, nonZero);
       for (let k = 0; k < blocks;) {
-        if (!nonZero[k]) { k++; continue; }
+        if (!this.nonZero[k]) { k++; continue; }
         let j = k + 1;
-        while (j < blocks && nonZero[j]) j++;
+        while (j < blocks && this.nonZero[j]) j++;
         const a = Math.max(pos, first + k * BLOCK_SIZE);
         const b = Math.min(pos + n, first + j * BLOCK_SIZE);
         this.copies.copy(runs, a, b, a);

@@ -10,7 +10,7 @@
  */
 import type { ResolvedRun } from '../chain/source';
 import { native } from '../native';
-import { directPieces } from './direct-copy';
+import { bytesInFile, directPieces } from './direct-copy';
 
 /** How far ahead of the writer data is announced (view bytes). */
 const DISTANCE = 64 << 20;
@@ -55,7 +55,7 @@ export class ReadAhead {
     const pieces = directPieces([{ offset: from, length: end - from, layer: r.layer }]);
     if (!pieces) return;
     for (const p of pieces) {
-      const length = Math.min(p.length, p.fileEnd - (p.offset + p.delta));
+      const length = bytesInFile(p);
       if (length <= 0) continue;
       const done: Promise<void> = native.willNeedAsync(p.fd, p.offset + p.delta, length).then(() => {
         this.pending.delete(done);
