@@ -121,13 +121,16 @@ export async function exportRows(s: Suite): Promise<Row[]> {
     timed('`openssl dgst -sha512 flat.raw` (the hash alone)', () => seconds('openssl', ['openssl', 'dgst', '-sha512', w.flat], { stdout: 'pipe' })),
   ], size);
 
-  const [qcow2, convertQ] = await measureRow(s, 'export qcow2', 's', [
+  const flatQcow2 = await qcow2OfFlat(w.flat);
+  const [qcow2, convertQ, cpQ] = await measureRow(s, 'export qcow2', 's', [
     timed('`chainfs export --format qcow2`', () => seconds('chainfs export', exportArgs(outQ, '--format', 'qcow2')), async () => {
       const r = await run(['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', outQ, w.flat], { stdout: 'pipe' });
       if (r.code !== 0) throw new NotAvailable(`the qcow2 export differs from flat.raw (qemu-img compare exit ${r.code})`);
     }),
     timed('`qemu-img convert -O qcow2 top.qcow2`',
       () => shSeconds('qemu-img convert', `qemu-img convert -f qcow2 -O qcow2 ${q(w.qcow2Top)} ${q(outQ)} && sync ${q(outQ)}`)),
+    // What writing these qcow2 bytes costs at all: a file of the same size from the page cache (the limit, as cp is for raw).
+    timed('`cp flat.qcow2` (the same qcow2 bytes)', () => shSeconds('cp', `cp ${q(flatQcow2)} ${q(outQ)} && sync ${q(outQ)}`)),
   ], size);
   await fresh();
 
@@ -147,8 +150,23 @@ export async function exportRows(s: Suite): Promise<Row[]> {
         { line: openssl, target: 1 / 1.15, targetText: 'within 1.15× (≥ 0.87×)' },
       ],
     },
-    { title: 'export qcow2', subject: qcow2, anchors: [{ line: convertQ, target: 1.3 }] },
+    { title: 'export qcow2', subject: qcow2, anchors: [{ line: convertQ, target: 1.3 }, { line: cpQ, note: 'the limit: writing these bytes' }] },
   ];
+}
+
+/**
+ * `flat.qcow2` beside flat.raw: `qemu-img convert -O qcow2 flat.raw` (the
+ * same size as chainfs's qcow2 export: data clusters only, no zero
+ * clusters), written once and kept with the cached workload. `cp` of it is
+ * the bound of the qcow2 export row.
+ */
+async function qcow2OfFlat(flat: string): Promise<string> {
+  const file = path.join(path.dirname(flat), 'flat.qcow2');
+  if (fs.existsSync(file)) return file;
+  const partial = `${file}.partial`;
+  await check(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', flat, partial]);
+  fs.renameSync(partial, file);
+  return file;
 }
 
 export async function catRows(s: Suite): Promise<Row[]> {
