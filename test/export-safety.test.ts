@@ -209,6 +209,18 @@ describe('a full disk', () => {
       expect(fs.readdirSync(mnt)).toEqual([]);
     }
   });
+
+  it('ENOSPC on stdout redirected to a file (a streamed qcow2: export - > FULL/out) is one line, no stack', () => {
+    const out = path.join(mnt, 'stream.qcow2');
+    const fd = fs.openSync(out, 'w');
+    try {
+      const r = chainfs(['export', big, '-', '--format', 'qcow2', '--quiet'], { stdio: ['ignore', fd, 'pipe'] });
+      expect(oneLineError(r)).toBe('chainfs: stdout: write failed: no space left on device');
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(out);
+    }
+  });
 });
 
 describe('the source is protected', () => {

@@ -5,7 +5,7 @@
  * code.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ChainfsError, oneLine } from '../errors';
+import { ChainfsError, fsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView, ViewSelector } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
@@ -47,6 +47,38 @@ export function fail(err: unknown): never {
   if (jsonRequested()) process.stdout.write(errorDocument(errorCode(err), message));
   process.stderr.write(`chainfs: ${message}\n`);
   process.exit(EXIT_FAILURE);
+}
+
+/** How a failed write to stdout exits: 1, or 2 where 1 means "different" or "damaged". */
+let stdoutTroubleExit = EXIT_FAILURE;
+
+/** compare, diff and verify: a lost report is trouble (exit 2), as their other failures. */
+export function stdoutFailureExits(code: number): void {
+  stdoutTroubleExit = code;
+}
+
+/**
+ * stdout could not take what was written (a file on a full disk): the
+ * output is lost, so one line on stderr and the command's trouble exit; a
+ * reader that went away (`| head`) exits 141 quietly, as SIGPIPE would.
+ */
+export function stdoutFailed(err: unknown): never {
+  if ((err as NodeJS.ErrnoException)?.code === 'EPIPE') process.exit(141);
+  process.stderr.write(`chainfs: ${fsError('stdout', err, 'write failed').message}\n`);
+  process.exit(stdoutTroubleExit);
+}
+
+/**
+ * Exits with `code` once stdout has taken everything written to it; a
+ * write that failed exits as stdoutFailed says (a report that ends in
+ * process.exit would otherwise lose the failure, and exit 0 or 1).
+ */
+export function exitAfterStdout(code: number): void {
+  process.stdout.write('', (err) => {
+    const failed = process.stdout.errored ?? err;
+    if (failed) stdoutFailed(failed);
+    process.exit(code);
+  });
 }
 
 /** A usage error: one line, exit 2 (and the JSON error document under --json). */

@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import { formatBytes } from '../units';
 import type { VerifyReport } from '../source/backupstore/verify';
-import { action, warn } from './common';
+import { action, exitAfterStdout, stdoutFailureExits, warn } from './common';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
 interface VerifyOptions {
@@ -40,6 +40,7 @@ export function verifyCommand(): Command {
       return n;
     })
     .action(action(async (arg: string, opts: VerifyOptions) => {
+      stdoutFailureExits(EXIT_TROUBLE);
       let report: VerifyReport;
       try {
         report = await run(arg, opts);
@@ -50,7 +51,7 @@ export function verifyCommand(): Command {
         process.exit(EXIT_TROUBLE);
       }
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : render(report));
-      process.exit(report.damaged ? EXIT_DAMAGED : 0);
+      exitAfterStdout(report.damaged ? EXIT_DAMAGED : 0);
     }));
 }
 
