@@ -188,6 +188,31 @@ describe('mount', () => {
     }
     expect(fingerprint(gt)).toBe(before);
   });
+
+  it('--cache-mb 4096 and -o cache_mb=2048 keep more decompressed blocks than the default, not fewer (MiB << 20 wrapped to 0 and negative)', () => {
+    const b = live.find((x) => x.name === 'backup-lz4-03')!;
+    for (const opt of [['--cache-mb', '4096'], ['-o', 'cache_mb=2048']]) {
+      const copy = extractFixture(fs.mkdtempSync(path.join(tmp, 'gt-cache-')));
+      const mp = path.join(copy, '..', `mp-${path.basename(copy)}`);
+      mountReplica(copy, mp, opt);
+      try {
+        // O_DIRECT: every read reaches the daemon, past the kernel's page cache of the mount
+        const read = () => spawnSync('dd', [`if=${path.join(mp, `volumes/vol-lz4/backups/${b.name}.img`)}`, 'iflag=direct', 'bs=1M', 'status=none'],
+          { maxBuffer: 1 << 30 });
+        expect(sha256(read().stdout)).toBe(b.sha256);
+        // the blocks gone from the target: the second read is served from the daemon's memory
+        fs.renameSync(path.join(copy, 'backupstore'), path.join(copy, 'gone'));
+        const again = read();
+        expect(again.status, `${opt.join(' ')}: ${String(again.stderr)}`).toBe(0);
+        expect(sha256(again.stdout)).toBe(b.sha256);
+      } finally {
+        unmount(mp);
+      }
+    }
+    const r = chainfs(['mount', gt, path.join(tmp, 'mp-never'), '--cache-mb', '2000000']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--cache-mb .* up to 1048576 \(1 TiB\), got "2000000"/);
+  });
 });
 
 describe('a slow S3 object does not hold up the mount', () => {

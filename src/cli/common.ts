@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView, ViewSelector } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
+import { mibToBytes } from '../units';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -199,7 +200,7 @@ export async function openSelectedView(args: string[], o: SourceCliOptions & { c
   const catalog = await openCatalog(args, o);
   try {
     const entry = catalog.select(viewSelector(o));
-    const view = await entry.open({ cacheBytes: o.cacheMb ? o.cacheMb << 20 : undefined });
+    const view = await entry.open({ cacheBytes: o.cacheMb ? mibToBytes(o.cacheMb) : undefined });
     for (const w of view.warnings) if (!catalog.warnings.includes(w)) warn(w);
     return { catalog, entry, view, close: () => { view.close(); catalog.close(); } };
   } catch (e) {
