@@ -204,3 +204,24 @@ describe('a busy unmount', () => {
     expect(fs.existsSync(log(mp))).toBe(false);
   });
 });
+
+describe('chainfs umount of a mount that is not chainfs', () => {
+  it('refuses it in one line naming what is mounted there, and leaves it mounted (fusermount -u as root unmounts anything)', () => {
+    const mp = path.join(tmp, 'not-ours');
+    fs.mkdirSync(mp);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mp]);
+    try {
+      fs.writeFileSync(path.join(mp, 'work'), 'in progress');
+      for (const cmd of ['umount', 'unmount']) {
+        const r = chainfs([cmd, mp]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toBe(`chainfs: ${mp}: not a chainfs mount (tmpfs from tmpfs is mounted there); unmount it with umount(8)\n`);
+        expect(fs.readFileSync(path.join(mp, 'work'), 'utf8')).toBe('in progress');
+      }
+      expect(chainfs(['umount', '--lazy', mp]).code).toBe(1);
+      expect(fs.readFileSync(path.join(mp, 'work'), 'utf8')).toBe('in progress');
+    } finally {
+      execFileSync('umount', ['-l', mp]);
+    }
+  });
+});

@@ -16,6 +16,9 @@ export interface MountEntry {
   source: string;
 }
 
+/** The file system type of every chainfs mount in mountinfo (FUSE with subtype=chainfs). */
+export const CHAINFS_FSTYPE = 'fuse.chainfs';
+
 /** Octal escapes in mountinfo (\040 for a space, ...). */
 function unescape(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
@@ -52,7 +55,7 @@ export function chainfsMounts(): MountEntry[] {
   for (const line of text.split('\n')) {
     const parts = line.split(' ');
     const dash = parts.indexOf('-');
-    if (dash < 0 || parts.length < dash + 3 || parts[dash + 1] !== 'fuse.chainfs') continue;
+    if (dash < 0 || parts.length < dash + 3 || parts[dash + 1] !== CHAINFS_FSTYPE) continue;
     out.push({ id: Number(parts[0]), mountPoint: unescape(parts[4]), fsType: parts[dash + 1], source: unescape(parts[dash + 2]) });
   }
   return out;
