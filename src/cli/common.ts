@@ -137,7 +137,7 @@ export function addSourceOptions(cmd: Command, select: boolean): Command {
     .option('--no-backing', 'backups: the blocks over zeros, as Longhorn restores to a file (no backing image)')
     .addOption(new Option('--bad-blocks <mode>', 'backups: what a bad block reads as').choices(['fail', 'zero']))
     .option('--cache-dir <dir>', 'backups: keep downloaded blocks in this directory (checksummed on reuse)')
-    .option('--jobs <n>', 'backups: parallel block fetches', (v) => positiveInt('--jobs', v))
+    .option('--jobs <n>', 'backups: parallel block fetches', jobsValue)
     .option('--volume <name>', 'the volume (data roots, backup targets, v2 disks); a backup target lists only its backups');
   if (select) {
     cmd
@@ -151,10 +151,17 @@ export function addSourceOptions(cmd: Command, select: boolean): Command {
   return cmd;
 }
 
-/** A usage error (exit 2, one line, like commander's own) for a bad count. */
-function positiveInt(_flag: string, v: string): number {
+/**
+ * The most parallel block fetches --jobs takes. Read-ahead starts the next
+ * --jobs blocks at once and S3 opens as many sockets: an unbounded number
+ * would fetch a whole backup in parallel on the first sequential read.
+ */
+export const MAX_JOBS = 256;
+
+/** A --jobs value; otherwise a usage error (exit 2, one line, like commander's own). */
+export function jobsValue(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`a whole number from 1 up, not ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_JOBS) throw new InvalidArgumentError(`a whole number from 1 to ${MAX_JOBS}, not ${JSON.stringify(v)}`);
   return n;
 }
 

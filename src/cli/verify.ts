@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import { formatBytes } from '../units';
 import type { VerifyReport } from '../source/backupstore/verify';
-import { action, exitAfterStdout, stdoutFailureExits, warn } from './common';
+import { action, exitAfterStdout, jobsValue, stdoutFailureExits, warn } from './common';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
 interface VerifyOptions {
@@ -34,11 +34,7 @@ export function verifyCommand(): Command {
     .option('--backup <name>', 'only this backup')
     .option('--backing-image <name>', 'only this backing-image backup')
     .option('--json', 'machine-readable report')
-    .option('--jobs <n>', 'parallel block fetches', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new ChainfsError(undefined, `--jobs takes a whole number from 1 up, not ${JSON.stringify(v)}`);
-      return n;
-    })
+    .option('--jobs <n>', 'parallel block fetches', jobsValue)
     .action(action(async (arg: string, opts: VerifyOptions) => {
       stdoutFailureExits(EXIT_TROUBLE);
       let report: VerifyReport;
