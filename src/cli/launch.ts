@@ -34,11 +34,21 @@ export function startDaemon(args: string[], output: number | 'ignore', onWarning
   let pending = '';
   return new Promise<Verdict>((resolve) => {
     const timer = setTimeout(() => { child.kill('SIGTERM'); done({ ok: false, message: 'no answer from the daemon in 30 s' }); }, 30_000);
+    // Ctrl-C while the daemon is still opening the source: it must not mount
+    // later, unseen (on SIGTERM it exits, and unmounts if it got that far).
+    const interrupted = () => {
+      child.kill('SIGTERM');
+      process.stderr.write('chainfs: interrupted; nothing was mounted\n');
+      process.exit(130);
+    };
+    const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    for (const s of SIGNALS) process.on(s, interrupted);
     let settled = false;
     const done = (v: Verdict) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      for (const s of SIGNALS) process.off(s, interrupted);
       if (v.ok) {
         child.unref();
         pipe.destroy();
