@@ -210,6 +210,17 @@ describe('a full disk', () => {
     }
   });
 
+  it('a small read-only file system (a chainfs mount shows 0 B free) is called read-only, not short of space', () => {
+    const ro = fs.mkdtempSync(path.join(tmp, 'ro-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,ro', 'tmpfs', ro]);
+    try {
+      const out = path.join(ro, 'big.raw');
+      expect(oneLineError(chainfs(['export', big, out, '--quiet']))).toBe(`chainfs: ${out}: cannot write in ${ro}: read-only file system; nothing was written`);
+    } finally {
+      execFileSync('umount', [ro]);
+    }
+  });
+
   it('ENOSPC on stdout redirected to a file (a streamed qcow2: export - > FULL/out) is one line, no stack', () => {
     const out = path.join(mnt, 'stream.qcow2');
     const fd = fs.openSync(out, 'w');
