@@ -11,7 +11,7 @@ import { Command, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
 import { Log } from '../fuse/log';
 import {
-  absoluteMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
+  absoluteMountPoint, claimMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
 } from '../fuse/mountpoint';
 import { applyMountOptions, cacheMbValue, collectMountOptions, O_OPTIONS, type DashOOptions } from './mount-options';
 import { mibToBytes } from '../units';
@@ -123,6 +123,10 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   const catalog = await openSource(sources, { ...sourceOptions(opts), lazy: !opts.files });
   const views = catalog.views();
   if (views.length > 0 && views.every((v) => v.problem)) throw new ChainfsError(undefined, views[0].problem!);
+  // Held from the checks until the mount is there (or this process exits): another
+  // `chainfs mount` on the same directory meanwhile is refused, not stacked.
+  const release = claimMountPoint(mp);
+  process.once('exit', release);
   checkMountPoint(mp);
   // A background daemon logs to its log file (by default next to its pid file).
   const logFile = opts.log ?? (ready ? defaultLogPath(mp) : undefined);
@@ -153,6 +157,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
     throw new ChainfsError(mp, `mount failed: ${(e as Error).message}${process.getuid?.() !== 0 ? ' (not root: is fusermount allowed?)' : ''}`);
   }
   writeRecord(mp, { pid: process.pid, replica: absoluteLabel(catalog.label), log: logFile ?? '', since: new Date().toISOString() });
+  release();
   let exiting = false;
   const exit = async (why: string, code: number) => {
     if (exiting) return;
