@@ -9,7 +9,8 @@
  * published regions (C) and from a region read for the first time (resolved
  * by JS). Nothing here is timed: the gate decides who waits. A mount
  * interrupted (Ctrl-C) while its daemon still waits at the gate, opening
- * the replica, leaves no daemon to mount later.
+ * the replica, leaves no daemon to mount later; one slower than 30 s to
+ * open is waited for, with a notice.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -189,4 +190,44 @@ describe('Ctrl-C while the mount is still opening a slow source', () => {
       }
     });
   }
+});
+
+describe('a source slower than 30 s to open', () => {
+  it('the mount waits for it, saying so once, and mounts (plain, and -o debug through the CLI)', async () => {
+    const built = buildReplica({ ...scenario, name: 'slow-open', backing: undefined }, tmp);
+    const replica = path.join(tmp, 'source', path.basename(built.dir));
+    fs.cpSync(built.dir, replica, { recursive: true });
+    const runs = [[], ['-o', 'debug']].map((extra, i) => {
+      const mp = path.join(tmp, `mnt-slow-open${i}`);
+      fs.mkdirSync(mp);
+      return { mp, extra, stderr: '', exit: undefined as Promise<number | null> | undefined };
+    });
+    fs.rmSync(gate);
+    try {
+      for (const r of runs) {
+        const cli = spawn(path.join(__dirname, '..', 'bin', 'chainfs'), ['mount', path.join(gateMp, path.basename(replica)), r.mp, ...r.extra],
+          { stdio: ['ignore', 'ignore', 'pipe'] });
+        cli.stderr!.on('data', (d) => { r.stderr += d; });
+        r.exit = new Promise((resolve) => cli.on('exit', resolve));
+      }
+      const deadline = Date.now() + 45_000;
+      while (!runs.every((r) => /still opening the source after 30 s/.test(r.stderr))) {
+        if (Date.now() > deadline) throw new Error(`no notice after 45 s: ${runs.map((r) => JSON.stringify(r.stderr)).join(', ')}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      fs.writeFileSync(gate, '');
+      for (const r of runs) {
+        expect(await r.exit, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(/^chainfs: still opening the source after 30 s \(daemon \d+\); waiting for it, Ctrl-C gives up\n$/);
+        expect(isMounted(r.mp)).toBe(true);
+        expect(fs.readdirSync(r.mp)).toContain('volume.img');
+      }
+    } finally {
+      fs.writeFileSync(gate, '');
+      for (const r of runs) {
+        await r.exit;
+        spawnSync(path.join(__dirname, '..', 'bin', 'chainfs'), ['umount', r.mp]);
+      }
+    }
+  }, 90_000);
 });
