@@ -178,8 +178,10 @@ describe('every command against its schema', () => {
     expectSchema(JSON.parse(v.stdout.toString()), 'verify');
   });
 
-  it('mounts --json; a source named by a relative path is listed absolute (a replica, a backup target)', () => {
-    for (const dir of [plain.dir, target.dir]) {
+  it('mounts --json; a source named by a relative path is listed absolute (a replica, a backup target, one whose path holds a comma)', () => {
+    const comma = path.join(tmp, 'a,b', path.basename(plain.dir));
+    fs.cpSync(plain.dir, comma, { recursive: true });
+    for (const dir of [plain.dir, target.dir, comma]) {
       const mp = path.join(tmp, 'mp');
       fs.mkdirSync(mp, { recursive: true });
       chainfsOk(['mount', path.basename(dir), mp], { cwd: path.dirname(dir) });

@@ -254,11 +254,13 @@ async function background(sources: string[], mp: string, opts: MountOptions): Pr
 }
 
 /**
- * The source as `chainfs mounts` shows it from any directory: each
- * comma-separated path of the catalog's label made absolute (URLs such as
- * s3://bucket stay as they are).
+ * The source as `chainfs mounts` shows it from any directory: the label
+ * made absolute when it names one path (which may hold a comma), else each
+ * comma-separated path of it (several v2 disks; URLs such as s3://bucket
+ * stay as they are).
  */
 function absoluteLabel(label: string): string {
+  if (!label.includes('://') && fs.existsSync(path.resolve(label))) return path.resolve(label);
   return label.split(',').map((p) => (p.includes('://') || path.isAbsolute(p) ? p : path.resolve(p))).join(',');
 }
 
