@@ -97,6 +97,33 @@ describe('inspect, cat, export', () => {
   });
 });
 
+describe('a backup URL chainfs would not read as asked', () => {
+  it('an unknown or repeated parameter, or an option naming another volume or backup than the URL: refused in one line (was: the last backup, silently)', () => {
+    const url = (q: string) => `${gt}?${q}`;
+    for (const [args, re] of [
+      [['cat', url(`backups=${live[0].name}&volume=vol-lz4`)], /unknown backup-URL parameter "backups" \(Longhorn's are volume, backup, backingImage\)/],
+      [['cat', url('volume=vol-lz4&volume=vol-lz4')], /backup-URL parameter "volume" is given twice/],
+      [['cat', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[1].name], new RegExp(`the URL selects backup=${live[0].name} and --backup says ${live[1].name}: give one of them`)],
+      [['export', url(`backup=${live[0].name}&volume=vol-lz4`), path.join(tmp, 'never.raw'), '--backup', live[1].name], /the URL selects backup=/],
+      [['inspect', url('volume=vol-lz4'), '--volume', 'other'], /the URL selects volume=vol-lz4 and --volume says other/],
+      [['mount', url('volume=vol-lz4'), path.join(tmp, 'never-mp'), '--volume', 'other'], /the URL selects volume=vol-lz4 and --volume says other/],
+    ] as const) {
+      if (args[0] === 'mount') fs.mkdirSync(args[2], { recursive: true });
+      const r = chainfs([...args]);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(re);
+    }
+    const v = chainfs(['verify', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[1].name]);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toMatch(/the URL selects backup=/);
+    expect(fs.existsSync(path.join(tmp, 'never.raw'))).toBe(false);
+    // the same name twice is no conflict; diff --from names the older backup beside the URL's
+    expect(sha256(chainfsOk(['cat', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[0].name]))).toBe(live[0].sha256);
+    expect(chainfs(['diff', url(`backup=${live[1].name}&volume=vol-lz4`), '--from', live[0].name]).code).toBe(1);
+  });
+});
+
 describe('bad blocks', () => {
   it('cat fails on a bad block with one line naming its offset and checksum', () => {
     const r = chainfs(['cat', damaged, '--volume', 'vol-gzip', '--backup', 'g-full']);

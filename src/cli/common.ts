@@ -170,7 +170,7 @@ export function sourceOptions(o: SourceCliOptions & { cacheMb?: number }): impor
   return {
     backingFile: o.backingFile, force: o.force, recoverVolumeMeta: o.recoverVolumeMeta,
     noBacking: o.backing === false, badBlocks: o.badBlocks, cacheDir: o.cacheDir, jobs: o.jobs, cacheMb: o.cacheMb,
-    volume: o.volume,
+    volume: o.volume, backup: o.backup, backingImage: o.backingImage,
   };
 }
 

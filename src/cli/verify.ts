@@ -11,6 +11,7 @@ import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import { formatBytes } from '../units';
 import type { VerifyReport } from '../source/backupstore/verify';
+import { refuseUrlConflicts } from '../source/backupstore/url';
 import { action, exitAfterStdout, jobsValue, stdoutFailureExits, warn } from './common';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
@@ -60,6 +61,7 @@ async function run(arg: string, opts: VerifyOptions): Promise<VerifyReport> {
     const tty = process.stderr.isTTY;
     let last = 0;
     const url = cat.urlSelection; // a backup URL given as the target selects too
+    refuseUrlConflicts(cat.label, url, opts);
     const sel = opts.volume !== undefined || opts.backup !== undefined || opts.backingImage !== undefined
       ? { volume: opts.volume ?? url.volume, backup: opts.backup, backingImage: opts.backingImage }
       : url;
