@@ -146,9 +146,9 @@ describe('stdout on a full disk (/dev/full): the output is lost, so the command 
     }
   }
 
-  it('inspect, map, mounts, cat (a replica and a backup), export - (raw and qcow2): exit 1', () => {
+  it('inspect, map, mounts --json ([] at least), cat (a replica and a backup), export - (raw and qcow2): exit 1', () => {
     const target = extractFixture(fs.mkdtempSync(path.join(tmp, 'target-')));
-    for (const args of [['inspect', dirty.dir], ['map', dirty.dir, '--json'], ['mounts'], ['cat', dirty.dir],
+    for (const args of [['inspect', dirty.dir], ['map', dirty.dir, '--json'], ['mounts', '--json'], ['cat', dirty.dir],
       ['cat', target, '--volume', 'vol-lz4'], ['export', dirty.dir, '-', '-q'], ['export', dirty.dir, '-', '-q', '--format', 'qcow2']]) {
       expect(intoFull(args), args.join(' ')).toBe(1);
     }
