@@ -221,6 +221,21 @@ describe('a full disk', () => {
     }
   });
 
+  it('stderr on a full disk (-p 2>export.log, the log\'s disk full) does not kill the export: OUT complete, no temporary left', () => {
+    const out = path.join(tmp, 'stderr-full.raw');
+    const fd = fs.openSync('/dev/full', 'w');
+    try {
+      const r = chainfs(['export', small.dir, out, '-p', '--checksum'], { stdio: ['ignore', 'pipe', fd] });
+      expect(r.code).toBe(0);
+      expect(r.stdout.toString()).toMatch(new RegExp(`^[0-9a-f]{128}  ${out}\\n$`)); // the checksum line still reaches stdout
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(leftovers(out)).toEqual(['stderr-full.raw']);
+    expect(fs.statSync(out).size).toBe(noBacking.size);
+    fs.rmSync(out);
+  });
+
   it('ENOSPC on stdout redirected to a file (a streamed qcow2: export - > FULL/out) is one line, no stack', () => {
     const out = path.join(mnt, 'stream.qcow2');
     const fd = fs.openSync(out, 'w');

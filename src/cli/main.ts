@@ -66,6 +66,11 @@ export async function main(argv: string[]): Promise<void> {
   // command's trouble exit: the stream emits it before the writer's own
   // callback could say so.
   process.stdout.on('error', stdoutFailed);
+  // stderr is only for people (progress, warnings, the summary): one that
+  // cannot be written (`2>export.log` on a full disk, closed by a cron job)
+  // must not kill an export half-way, leaving its temporary file behind.
+  // There is nobody to tell; the exit status still says how it went.
+  process.stderr.on('error', () => undefined);
   try {
     await program(argv).parseAsync(argv);
   } catch (e) {
