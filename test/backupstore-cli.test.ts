@@ -97,6 +97,33 @@ describe('inspect, cat, export', () => {
   });
 });
 
+describe('a backup URL chainfs would not read as asked', () => {
+  it('an unknown or repeated parameter, or an option naming another volume or backup than the URL: refused in one line (was: the last backup, silently)', () => {
+    const url = (q: string) => `${gt}?${q}`;
+    for (const [args, re] of [
+      [['cat', url(`backups=${live[0].name}&volume=vol-lz4`)], /unknown backup-URL parameter "backups" \(Longhorn's are volume, backup, backingImage\)/],
+      [['cat', url('volume=vol-lz4&volume=vol-lz4')], /backup-URL parameter "volume" is given twice/],
+      [['cat', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[1].name], new RegExp(`the URL selects backup=${live[0].name} and --backup says ${live[1].name}: give one of them`)],
+      [['export', url(`backup=${live[0].name}&volume=vol-lz4`), path.join(tmp, 'never.raw'), '--backup', live[1].name], /the URL selects backup=/],
+      [['inspect', url('volume=vol-lz4'), '--volume', 'other'], /the URL selects volume=vol-lz4 and --volume says other/],
+      [['mount', url('volume=vol-lz4'), path.join(tmp, 'never-mp'), '--volume', 'other'], /the URL selects volume=vol-lz4 and --volume says other/],
+    ] as const) {
+      if (args[0] === 'mount') fs.mkdirSync(args[2], { recursive: true });
+      const r = chainfs([...args]);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(re);
+    }
+    const v = chainfs(['verify', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[1].name]);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toMatch(/the URL selects backup=/);
+    expect(fs.existsSync(path.join(tmp, 'never.raw'))).toBe(false);
+    // the same name twice is no conflict; diff --from names the older backup beside the URL's
+    expect(sha256(chainfsOk(['cat', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[0].name]))).toBe(live[0].sha256);
+    expect(chainfs(['diff', url(`backup=${live[1].name}&volume=vol-lz4`), '--from', live[0].name]).code).toBe(1);
+  });
+});
+
 describe('bad blocks', () => {
   it('cat fails on a bad block with one line naming its offset and checksum', () => {
     const r = chainfs(['cat', damaged, '--volume', 'vol-gzip', '--backup', 'g-full']);
@@ -187,6 +214,31 @@ describe('mount', () => {
       unmount(mp);
     }
     expect(fingerprint(gt)).toBe(before);
+  });
+
+  it('--cache-mb 4096 and -o cache_mb=2048 keep more decompressed blocks than the default, not fewer (MiB << 20 wrapped to 0 and negative)', () => {
+    const b = live.find((x) => x.name === 'backup-lz4-03')!;
+    for (const opt of [['--cache-mb', '4096'], ['-o', 'cache_mb=2048']]) {
+      const copy = extractFixture(fs.mkdtempSync(path.join(tmp, 'gt-cache-')));
+      const mp = path.join(copy, '..', `mp-${path.basename(copy)}`);
+      mountReplica(copy, mp, opt);
+      try {
+        // O_DIRECT: every read reaches the daemon, past the kernel's page cache of the mount
+        const read = () => spawnSync('dd', [`if=${path.join(mp, `volumes/vol-lz4/backups/${b.name}.img`)}`, 'iflag=direct', 'bs=1M', 'status=none'],
+          { maxBuffer: 1 << 30 });
+        expect(sha256(read().stdout)).toBe(b.sha256);
+        // the blocks gone from the target: the second read is served from the daemon's memory
+        fs.renameSync(path.join(copy, 'backupstore'), path.join(copy, 'gone'));
+        const again = read();
+        expect(again.status, `${opt.join(' ')}: ${String(again.stderr)}`).toBe(0);
+        expect(sha256(again.stdout)).toBe(b.sha256);
+      } finally {
+        unmount(mp);
+      }
+    }
+    const r = chainfs(['mount', gt, path.join(tmp, 'mp-never'), '--cache-mb', '2000000']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--cache-mb .* up to 1048576 \(1 TiB\), got "2000000"/);
   });
 });
 

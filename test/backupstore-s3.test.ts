@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -171,4 +172,28 @@ describe('in-test listing server (what s3rver cannot list)', () => {
       await new Promise((r) => cutter.close(r));
     }
   });
+
+  it('an endpoint that accepts connections and never answers (a hung proxy): one line after 30 s of silence, no hang', async () => {
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => { sockets.push(s); }); // reads nothing, answers nothing
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      // one attempt: the SDK would otherwise retry twice more, 30 s of silence each
+      const env = { ...process.env, ...s3Env(`http://127.0.0.1:${(silent.address() as AddressInfo).port}`), AWS_MAX_ATTEMPTS: '1' };
+      const r = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; err: string }>((resolve) => {
+        const c = spawn(CHAINFS, ['inspect', `s3://${BUCKET}@us-east-1/`], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+        const guard = setTimeout(() => c.kill('SIGKILL'), 75_000); // the hang this test is about
+        let err = '';
+        c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        c.on('close', (code, signal) => { clearTimeout(guard); resolve({ code, signal, err }); });
+      });
+      expect(r.signal, 'still waiting after 75 s').toBeNull();
+      expect(r.code).toBe(1);
+      expect(r.err.trim().split('\n'), r.err).toHaveLength(1);
+      expect(r.err).toMatch(new RegExp(`^chainfs: s3://${BUCKET}/backupstore/volumes/: cannot list: TimeoutError: .*30000 ms`));
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
+  }, 100_000);
 });

@@ -209,6 +209,44 @@ describe('a full disk', () => {
       expect(fs.readdirSync(mnt)).toEqual([]);
     }
   });
+
+  it('a small read-only file system (a chainfs mount shows 0 B free) is called read-only, not short of space', () => {
+    const ro = fs.mkdtempSync(path.join(tmp, 'ro-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,ro', 'tmpfs', ro]);
+    try {
+      const out = path.join(ro, 'big.raw');
+      expect(oneLineError(chainfs(['export', big, out, '--quiet']))).toBe(`chainfs: ${out}: cannot write in ${ro}: read-only file system; nothing was written`);
+    } finally {
+      execFileSync('umount', [ro]);
+    }
+  });
+
+  it('stderr on a full disk (-p 2>export.log, the log\'s disk full) does not kill the export: OUT complete, no temporary left', () => {
+    const out = path.join(tmp, 'stderr-full.raw');
+    const fd = fs.openSync('/dev/full', 'w');
+    try {
+      const r = chainfs(['export', small.dir, out, '-p', '--checksum'], { stdio: ['ignore', 'pipe', fd] });
+      expect(r.code).toBe(0);
+      expect(r.stdout.toString()).toMatch(new RegExp(`^[0-9a-f]{128}  ${out}\\n$`)); // the checksum line still reaches stdout
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(leftovers(out)).toEqual(['stderr-full.raw']);
+    expect(fs.statSync(out).size).toBe(noBacking.size);
+    fs.rmSync(out);
+  });
+
+  it('ENOSPC on stdout redirected to a file (a streamed qcow2: export - > FULL/out) is one line, no stack', () => {
+    const out = path.join(mnt, 'stream.qcow2');
+    const fd = fs.openSync(out, 'w');
+    try {
+      const r = chainfs(['export', big, '-', '--format', 'qcow2', '--quiet'], { stdio: ['ignore', fd, 'pipe'] });
+      expect(oneLineError(r)).toBe('chainfs: stdout: write failed: no space left on device');
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(out);
+    }
+  });
 });
 
 describe('the source is protected', () => {

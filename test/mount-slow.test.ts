@@ -7,7 +7,10 @@
  * region is published, which a libfuse thread reads in C), and meanwhile
  * other readers of the same mounted view must get their bytes, both from
  * published regions (C) and from a region read for the first time (resolved
- * by JS). Nothing here is timed: the gate decides who waits.
+ * by JS). Nothing here is timed: the gate decides who waits. A mount
+ * interrupted (Ctrl-C) while its daemon still waits at the gate, opening
+ * the replica, leaves no daemon to mount later; one slower than 30 s to
+ * open is waited for, with a notice.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -139,4 +142,92 @@ describe('a reader stuck on slow I/O does not stall the others', () => {
       unmount(mp);
     }
   });
+});
+
+/** Pids of mount daemons (started with --ready-fd) for mount point `mp`. */
+function daemonsFor(mp: string): number[] {
+  const pids: number[] = [];
+  for (const p of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (argv.includes('--ready-fd') && argv.includes(mp)) pids.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+describe('Ctrl-C while the mount is still opening a slow source', () => {
+  // [] : bin/chainfs starts the daemon; -o debug: the CLI does (src/cli/launch.ts)
+  for (const extra of [[], ['-o', 'debug']]) {
+    it(`${extra.join(' ') || 'plain'}: exits 130, and the daemon does not mount later, unseen`, async () => {
+      const built = buildReplica({ ...scenario, name: `interrupted${extra.length}`, backing: undefined }, tmp);
+      const replica = path.join(tmp, 'source', path.basename(built.dir));
+      fs.cpSync(built.dir, replica, { recursive: true });
+      const mp = path.join(tmp, `mnt-interrupted${extra.length}`);
+      fs.mkdirSync(mp);
+      fs.rmSync(gate);
+      try {
+        // its own process group, as a shell's foreground job: Ctrl-C signals the group
+        const cli = spawn(path.join(__dirname, '..', 'bin', 'chainfs'), ['mount', path.join(gateMp, path.basename(replica)), mp, ...extra],
+          { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        cli.stderr!.on('data', (d) => { stderr += d; });
+        const exited = new Promise<number | null>((resolve) => cli.on('exit', resolve));
+        await until('the daemon to wait at the gate, opening the replica', () => waiting() >= 1 && daemonsFor(mp).length === 1);
+        const daemon = daemonsFor(mp)[0];
+        process.kill(-cli.pid!, 'SIGINT');
+        expect(await exited).toBe(130);
+        expect(stderr).toBe('chainfs: interrupted; nothing was mounted\n');
+        fs.writeFileSync(gate, '');
+        await until('the daemon to exit once its read returns', () => !fs.existsSync(`/proc/${daemon}`) || fs.readFileSync(`/proc/${daemon}/stat`, 'utf8').split(' ')[2] === 'Z');
+        expect(isMounted(mp)).toBe(false);
+      } finally {
+        fs.writeFileSync(gate, '');
+        for (const pid of daemonsFor(mp)) process.kill(pid, 'SIGKILL');
+        spawnSync('fusermount', ['-uz', mp]);
+      }
+    });
+  }
+});
+
+describe('a source slower than 30 s to open', () => {
+  it('the mount waits for it, saying so once, and mounts (plain, and -o debug through the CLI)', async () => {
+    const built = buildReplica({ ...scenario, name: 'slow-open', backing: undefined }, tmp);
+    const replica = path.join(tmp, 'source', path.basename(built.dir));
+    fs.cpSync(built.dir, replica, { recursive: true });
+    const runs = [[], ['-o', 'debug']].map((extra, i) => {
+      const mp = path.join(tmp, `mnt-slow-open${i}`);
+      fs.mkdirSync(mp);
+      return { mp, extra, stderr: '', exit: undefined as Promise<number | null> | undefined };
+    });
+    fs.rmSync(gate);
+    try {
+      for (const r of runs) {
+        const cli = spawn(path.join(__dirname, '..', 'bin', 'chainfs'), ['mount', path.join(gateMp, path.basename(replica)), r.mp, ...r.extra],
+          { stdio: ['ignore', 'ignore', 'pipe'] });
+        cli.stderr!.on('data', (d) => { r.stderr += d; });
+        r.exit = new Promise((resolve) => cli.on('exit', resolve));
+      }
+      const deadline = Date.now() + 45_000;
+      while (!runs.every((r) => /still opening the source after 30 s/.test(r.stderr))) {
+        if (Date.now() > deadline) throw new Error(`no notice after 45 s: ${runs.map((r) => JSON.stringify(r.stderr)).join(', ')}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      fs.writeFileSync(gate, '');
+      for (const r of runs) {
+        expect(await r.exit, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(/^chainfs: still opening the source after 30 s \(daemon \d+\); waiting for it, Ctrl-C gives up\n$/);
+        expect(isMounted(r.mp)).toBe(true);
+        expect(fs.readdirSync(r.mp)).toContain('volume.img');
+      }
+    } finally {
+      fs.writeFileSync(gate, '');
+      for (const r of runs) {
+        await r.exit;
+        spawnSync(path.join(__dirname, '..', 'bin', 'chainfs'), ['umount', r.mp]);
+      }
+    }
+  }, 90_000);
 });

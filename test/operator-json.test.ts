@@ -178,8 +178,10 @@ describe('every command against its schema', () => {
     expectSchema(JSON.parse(v.stdout.toString()), 'verify');
   });
 
-  it('mounts --json; a source named by a relative path is listed absolute (a replica, a backup target)', () => {
-    for (const dir of [plain.dir, target.dir]) {
+  it('mounts --json; a source named by a relative path is listed absolute (a replica, a backup target, one whose path holds a comma)', () => {
+    const comma = path.join(tmp, 'a,b', path.basename(plain.dir));
+    fs.cpSync(plain.dir, comma, { recursive: true });
+    for (const dir of [plain.dir, target.dir, comma]) {
       const mp = path.join(tmp, 'mp');
       fs.mkdirSync(mp, { recursive: true });
       chainfsOk(['mount', path.basename(dir), mp], { cwd: path.dirname(dir) });
@@ -212,6 +214,11 @@ describe('a failure with --json', () => {
     ['an unknown option', ['inspect', '--json', '--bogus'], 2, 'usage'],
     ['an existing OUT', ['export', '--json', '-q'], 1, 'exists'],
     ['not a source', ['inspect', '--json'], 1, 'not-a-source'],
+    // usage errors exit 2 wherever they are caught, as the README says
+    ['a wrong --output', ['map', '--json', '--output', 'xml'], 2, 'usage'],
+    ['--compress on a raw export', ['export', '--json', '-q', '--compress'], 2, 'usage'],
+    ['verify --jobs 0', ['verify', '--json', '--jobs', '0'], 2, 'usage'],
+    ['--jobs past 256 (read-ahead would start that many fetches at once)', ['map', '--json', '--jobs', '100000'], 2, 'usage'],
   ];
   for (const [what, args, exit, code] of cases) {
     it(`${what}: {"error": {code: ${code}, message}} on stdout, the same line on stderr`, () => {

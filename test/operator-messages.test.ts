@@ -14,6 +14,7 @@ import { chainfs } from './helpers/cli';
 import { buildReplica, type BuiltReplica } from './helpers/replica-builder';
 import { noBacking, removed } from './helpers/scenarios';
 import { untilRunning } from './helpers/processes';
+import { extractFixture } from './helpers/backupstore-read';
 
 const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
 afterEach(breathe);
@@ -127,6 +128,37 @@ describe('a warning is printed once per run', () => {
       expect(warnings.length, args.join(' ')).toBeGreaterThan(0);
       expect(warnings.some((w) => /Dirty is true/.test(w))).toBe(true);
       expect(new Set(warnings).size, r.stderr).toBe(warnings.length);
+    }
+  });
+});
+
+describe('stdout on a full disk (/dev/full): the output is lost, so the command says so', () => {
+  /** Runs with stdout on /dev/full: one line naming stdout, no stack; returns the exit code. */
+  function intoFull(args: string[]): number | null {
+    const fd = fs.openSync('/dev/full', 'w');
+    try {
+      const r = chainfs(args, { stdio: ['ignore', fd, 'pipe'] });
+      const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('chainfs: warning: '));
+      expect(lines, args.join(' ')).toEqual(['chainfs: stdout: write failed: no space left on device']);
+      return r.code;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  it('inspect, map, mounts --json ([] at least), cat (a replica and a backup), export - (raw and qcow2): exit 1', () => {
+    const target = extractFixture(fs.mkdtempSync(path.join(tmp, 'target-')));
+    for (const args of [['inspect', dirty.dir], ['map', dirty.dir, '--json'], ['mounts', '--json'], ['cat', dirty.dir],
+      ['cat', target, '--volume', 'vol-lz4'], ['export', dirty.dir, '-', '-q'], ['export', dirty.dir, '-', '-q', '--format', 'qcow2']]) {
+      expect(intoFull(args), args.join(' ')).toBe(1);
+    }
+  });
+
+  it('compare, diff and verify exit 2 (trouble), not 0 or 1 (same, different, damaged) with their report lost', () => {
+    const target = extractFixture(fs.mkdtempSync(path.join(tmp, 'target-')));
+    for (const args of [['compare', dirty.dir, dirty.dir, '-s', 's1'], ['diff', dirty.dir, '--from', 's1'],
+      ['diff', dirty.dir, '--from', 's1', '--json'], ['verify', target], ['verify', target, '--json']]) {
+      expect(intoFull(args), args.join(' ')).toBe(2);
     }
   });
 });

@@ -5,7 +5,7 @@
  * says how to release them, and the daemon's log removed at a clean
  * unmount.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -202,5 +202,68 @@ describe('a busy unmount', () => {
     chainfsOk(['umount', mp]);
     expect(isMounted(mp)).toBe(false);
     expect(fs.existsSync(log(mp))).toBe(false);
+  });
+});
+
+describe('chainfs umount of a mount that is not chainfs', () => {
+  it('refuses it in one line naming what is mounted there, and leaves it mounted (fusermount -u as root unmounts anything)', () => {
+    const mp = path.join(tmp, 'not-ours');
+    fs.mkdirSync(mp);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mp]);
+    try {
+      fs.writeFileSync(path.join(mp, 'work'), 'in progress');
+      for (const cmd of ['umount', 'unmount']) {
+        const r = chainfs([cmd, mp]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toBe(`chainfs: ${mp}: not a chainfs mount (tmpfs from tmpfs is mounted there); unmount it with umount(8)\n`);
+        expect(fs.readFileSync(path.join(mp, 'work'), 'utf8')).toBe('in progress');
+      }
+      expect(chainfs(['umount', '--lazy', mp]).code).toBe(1);
+      expect(fs.readFileSync(path.join(mp, 'work'), 'utf8')).toBe('in progress');
+    } finally {
+      execFileSync('umount', ['-l', mp]);
+    }
+  });
+});
+
+describe('two mounts started at once on one empty directory', () => {
+  /** How many file systems are mounted at `mp` (stacked ones count each). */
+  const mountsAt = (mp: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === mp).length;
+  const gone = (pid: number) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].startsWith('Z');
+    } catch {
+      return true;
+    }
+  };
+  const run = (args: string[]) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const c = spawn(path.join(__dirname, '..', 'bin', 'chainfs'), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    c.stderr!.on('data', (d) => { stderr += d; });
+    c.on('close', (code) => resolve({ code, stderr }));
+  });
+
+  it('one mounts, the other is refused as busy, never two stacked; umount waits for the daemon (no path here names chainfs)', async () => {
+    // Nothing in the daemon's command line says "chainfs" but its main.js.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'race-'));
+    const mp = path.join(dir, 'mp');
+    fs.mkdirSync(mp);
+    try {
+      const r = buildReplica(revert, dir);
+      for (let round = 0; round < 8; round++) {
+        const results = await Promise.all([run(['mount', r.dir, mp]), run(['mount', r.dir, mp])]);
+        expect(results.map((x) => x.code).sort(), `round ${round}: ${results.map((x) => x.stderr).join('')}`).toEqual([0, 1]);
+        expect(results.find((x) => x.code === 1)!.stderr).toMatch(/^chainfs: .*: mount point is busy: (something is already mounted there|another chainfs mount \(pid \d+\) is being set up there)\n$/);
+        expect(mountsAt(mp), `round ${round}`).toBe(1);
+        const pid = (JSON.parse(fs.readFileSync(record(mp), 'utf8')) as { pid: number }).pid;
+        chainfsOk(['umount', mp]);
+        expect(gone(pid), 'chainfs umount waits for the daemon to exit').toBe(true);
+        expect(mountsAt(mp)).toBe(0);
+      }
+      expect(fs.readdirSync(RUN).filter((n) => n.startsWith(encodeURIComponent(mp)))).toEqual([]);
+    } finally {
+      while (mountsAt(mp) > 0) spawnSync('fusermount', ['-uz', mp]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -5,9 +5,10 @@
  * code.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ChainfsError, oneLine } from '../errors';
+import { ChainfsError, fsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView, ViewSelector } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
+import { mibToBytes } from '../units';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -47,6 +48,38 @@ export function fail(err: unknown): never {
   if (jsonRequested()) process.stdout.write(errorDocument(errorCode(err), message));
   process.stderr.write(`chainfs: ${message}\n`);
   process.exit(EXIT_FAILURE);
+}
+
+/** How a failed write to stdout exits: 1, or 2 where 1 means "different" or "damaged". */
+let stdoutTroubleExit = EXIT_FAILURE;
+
+/** compare, diff and verify: a lost report is trouble (exit 2), as their other failures. */
+export function stdoutFailureExits(code: number): void {
+  stdoutTroubleExit = code;
+}
+
+/**
+ * stdout could not take what was written (a file on a full disk): the
+ * output is lost, so one line on stderr and the command's trouble exit; a
+ * reader that went away (`| head`) exits 141 quietly, as SIGPIPE would.
+ */
+export function stdoutFailed(err: unknown): never {
+  if ((err as NodeJS.ErrnoException)?.code === 'EPIPE') process.exit(141);
+  process.stderr.write(`chainfs: ${fsError('stdout', err, 'write failed').message}\n`);
+  process.exit(stdoutTroubleExit);
+}
+
+/**
+ * Exits with `code` once stdout has taken everything written to it; a
+ * write that failed exits as stdoutFailed says (a report that ends in
+ * process.exit would otherwise lose the failure, and exit 0 or 1).
+ */
+export function exitAfterStdout(code: number): void {
+  process.stdout.write('', (err) => {
+    const failed = process.stdout.errored ?? err;
+    if (failed) stdoutFailed(failed);
+    process.exit(code);
+  });
 }
 
 /** A usage error: one line, exit 2 (and the JSON error document under --json). */
@@ -104,7 +137,7 @@ export function addSourceOptions(cmd: Command, select: boolean): Command {
     .option('--no-backing', 'backups: the blocks over zeros, as Longhorn restores to a file (no backing image)')
     .addOption(new Option('--bad-blocks <mode>', 'backups: what a bad block reads as').choices(['fail', 'zero']))
     .option('--cache-dir <dir>', 'backups: keep downloaded blocks in this directory (checksummed on reuse)')
-    .option('--jobs <n>', 'backups: parallel block fetches', (v) => positiveInt('--jobs', v))
+    .option('--jobs <n>', 'backups: parallel block fetches', jobsValue)
     .option('--volume <name>', 'the volume (data roots, backup targets, v2 disks); a backup target lists only its backups');
   if (select) {
     cmd
@@ -118,10 +151,17 @@ export function addSourceOptions(cmd: Command, select: boolean): Command {
   return cmd;
 }
 
-/** A usage error (exit 2, one line, like commander's own) for a bad count. */
-function positiveInt(_flag: string, v: string): number {
+/**
+ * The most parallel block fetches --jobs takes. Read-ahead starts the next
+ * --jobs blocks at once and S3 opens as many sockets: an unbounded number
+ * would fetch a whole backup in parallel on the first sequential read.
+ */
+export const MAX_JOBS = 256;
+
+/** A --jobs value; otherwise a usage error (exit 2, one line, like commander's own). */
+export function jobsValue(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`a whole number from 1 up, not ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_JOBS) throw new InvalidArgumentError(`a whole number from 1 to ${MAX_JOBS}, not ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -130,7 +170,7 @@ export function sourceOptions(o: SourceCliOptions & { cacheMb?: number }): impor
   return {
     backingFile: o.backingFile, force: o.force, recoverVolumeMeta: o.recoverVolumeMeta,
     noBacking: o.backing === false, badBlocks: o.badBlocks, cacheDir: o.cacheDir, jobs: o.jobs, cacheMb: o.cacheMb,
-    volume: o.volume,
+    volume: o.volume, backup: o.backup, backingImage: o.backingImage,
   };
 }
 
@@ -167,7 +207,7 @@ export async function openSelectedView(args: string[], o: SourceCliOptions & { c
   const catalog = await openCatalog(args, o);
   try {
     const entry = catalog.select(viewSelector(o));
-    const view = await entry.open({ cacheBytes: o.cacheMb ? o.cacheMb << 20 : undefined });
+    const view = await entry.open({ cacheBytes: o.cacheMb ? mibToBytes(o.cacheMb) : undefined });
     for (const w of view.warnings) if (!catalog.warnings.includes(w)) warn(w);
     return { catalog, entry, view, close: () => { view.close(); catalog.close(); } };
   } catch (e) {

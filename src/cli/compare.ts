@@ -14,7 +14,7 @@ import { compareImages, type CompareResult } from '../chain/compare';
 import { ChainfsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView } from '../source/catalog';
 import { formatBytes } from '../units';
-import { addSourceOptions, fail, openCatalog, snapshotOption, usageFail, viewSelector, warn, type SourceCliOptions } from './common';
+import { addSourceOptions, exitAfterStdout, fail, openCatalog, snapshotOption, stdoutFailureExits, usageFail, viewSelector, warn, type SourceCliOptions } from './common';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
 export const EXIT_SAME = 0;
@@ -39,6 +39,7 @@ export function compareCommand(): Command {
     })
     .option('--json', 'machine-readable output')
     .action(async (sources: string[], opts: CompareCliOptions) => {
+      stdoutFailureExits(EXIT_TROUBLE);
       let code: number;
       try {
         code = await run(sources, opts);
@@ -51,7 +52,7 @@ export function compareCommand(): Command {
         process.stderr.write(`chainfs: ${message}\n`);
         code = EXIT_TROUBLE;
       }
-      process.exit(code);
+      exitAfterStdout(code);
     });
 }
 

@@ -14,7 +14,7 @@ import type { ChangedRange } from '../chain/diff';
 import { namedView } from '../source/named';
 import { formatBytes } from '../units';
 import { errorCode, errorDocument } from './json';
-import { addSourceOptions, openCatalog, viewSelector, warn, type SourceCliOptions } from './common';
+import { addSourceOptions, exitAfterStdout, openCatalog, stdoutFailureExits, viewSelector, warn, type SourceCliOptions } from './common';
 
 const EXIT_TROUBLE = 2;
 
@@ -34,6 +34,7 @@ export function diffCommand(): Command {
     .option('--exact', 'read the ranges and keep only the 4 KiB blocks whose bytes differ')
     .option('--json', 'print [{start, length, reason}] (bytes, as qemu-img map --output=json)')
     .action(async (sources: string[], opts: DiffOptions) => {
+      stdoutFailureExits(EXIT_TROUBLE);
       let changed: boolean;
       try {
         changed = await diff(sources, opts);
@@ -43,7 +44,7 @@ export function diffCommand(): Command {
         if (opts.json) process.stdout.write(errorDocument(errorCode(e), oneLine(e.message)));
         process.exit(EXIT_TROUBLE);
       }
-      process.exit(changed ? 1 : 0);
+      exitAfterStdout(changed ? 1 : 0);
     });
 }
 

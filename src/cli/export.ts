@@ -9,7 +9,6 @@
  */
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ChainfsError } from '../errors';
 // The materializer (workers, cli-progress) is loaded only when export runs:
 // every other command starts faster without it.
 import type { ExportRequest, ExportSummary } from '../materialize/export';
@@ -66,7 +65,7 @@ Examples:
       const sources = args.slice(0, -1);
       const out = args[args.length - 1];
       if (opts.format !== 'qcow2' && (opts.clusterSize !== undefined || opts.compress)) {
-        throw new ChainfsError(undefined, '--cluster-size and --compress apply to --format qcow2 only');
+        usageFail('--cluster-size and --compress apply to --format qcow2 only');
       }
       if (opts.progress && opts.quiet) usageFail('give -p (--progress) or -q (--quiet), not both');
       const { progressFor } = await import('../materialize/progress');

@@ -33,12 +33,26 @@ export function startDaemon(args: string[], output: number | 'ignore', onWarning
   const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
   let pending = '';
   return new Promise<Verdict>((resolve) => {
-    const timer = setTimeout(() => { child.kill('SIGTERM'); done({ ok: false, message: 'no answer from the daemon in 30 s' }); }, 30_000);
+    // Silent for 30 s but alive: still opening the source (a slow disk or share, a
+    // dirty v2 disk's metadata scan). Waiting is right (Ctrl-C stops it); say so once.
+    const timer = setTimeout(() => {
+      process.stderr.write(`chainfs: still opening the source after 30 s (daemon ${child.pid}); waiting for it, Ctrl-C gives up\n`);
+    }, 30_000);
+    // Ctrl-C while the daemon is still opening the source: it must not mount
+    // later, unseen (on SIGTERM it exits, and unmounts if it got that far).
+    const interrupted = () => {
+      child.kill('SIGTERM');
+      process.stderr.write('chainfs: interrupted; nothing was mounted\n');
+      process.exit(130);
+    };
+    const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    for (const s of SIGNALS) process.on(s, interrupted);
     let settled = false;
     const done = (v: Verdict) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      for (const s of SIGNALS) process.off(s, interrupted);
       if (v.ok) {
         child.unref();
         pipe.destroy();

@@ -1,6 +1,6 @@
 /** The chainfs command line: one file per command, wired here. */
 import { Command, CommanderError } from 'commander';
-import { EXIT_USAGE, fail } from './common';
+import { EXIT_USAGE, fail, stdoutFailed } from './common';
 import { errorDocument, jsonRequested } from './json';
 
 /**
@@ -62,10 +62,15 @@ function tellLauncher(line: string): void {
 export async function main(argv: string[]): Promise<void> {
   // A reader that goes away (`chainfs export --help | head -1`) ends us
   // quietly with 141, as SIGPIPE would, whatever was writing to stdout.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(141);
-    throw e;
-  });
+  // Any other failure (stdout a file on a full disk) is one line and the
+  // command's trouble exit: the stream emits it before the writer's own
+  // callback could say so.
+  process.stdout.on('error', stdoutFailed);
+  // stderr is only for people (progress, warnings, the summary): one that
+  // cannot be written (`2>export.log` on a full disk, closed by a cron job)
+  // must not kill an export half-way, leaving its temporary file behind.
+  // There is nobody to tell; the exit status still says how it went.
+  process.stderr.on('error', () => undefined);
   try {
     await program(argv).parseAsync(argv);
   } catch (e) {

@@ -4,10 +4,9 @@
  * region by region, so a 2 TiB view needs no more memory than a small one.
  */
 import { Command } from 'commander';
-import { ChainfsError } from '../errors';
 import { BrokenRange, REGION_SIZE } from '../chain/chain';
 import type { ResolvedRun } from '../chain/source';
-import { action, addSourceOptions, openSelectedView, type SourceCliOptions } from './common';
+import { action, addSourceOptions, openSelectedView, usageFail, type SourceCliOptions } from './common';
 import { formatBytes } from '../units';
 
 const STEP = 64 * REGION_SIZE;
@@ -22,7 +21,7 @@ export function mapCommand(): Command {
 JSON (docs/json.md): [{"start", "length", "depth", "present", "zero", "data", "file"}, ...]; failures: {"error": {...}}`)
     .action(action(async (sources: string[], opts: SourceCliOptions & { json?: boolean; output?: string }) => {
       if (opts.output !== undefined && opts.output !== 'json' && opts.output !== 'human') {
-        throw new ChainfsError(undefined, `--output takes json or human, not ${JSON.stringify(opts.output)}`);
+        usageFail(`--output takes json or human, not ${JSON.stringify(opts.output)}`);
       }
       if (opts.output === 'json') opts.json = true;
       const selected = await openSelectedView(sources, opts);

@@ -19,6 +19,16 @@ export interface DashOOptions {
 /** The -o options chainfs takes, as sshfs and guestmount spell them. */
 export const O_OPTIONS = 'allow_other, ro (always: a no-op), cache_mb=N, debug';
 
+/** The largest --cache-mb / cache_mb: 1 TiB, more memory than any view's runs or blocks could use. */
+export const MAX_CACHE_MB = 1 << 20;
+
+/** A --cache-mb or cache_mb value: a whole number of MiB from 1 to MAX_CACHE_MB, else a usage error naming `what`. */
+export function cacheMbValue(what: string, v: string): number {
+  const n = Number(v);
+  if (Number.isInteger(n) && n > 0 && n <= MAX_CACHE_MB) return n;
+  throw new InvalidArgumentError(`${what}must be a positive integer (MiB) up to ${MAX_CACHE_MB} (1 TiB), got ${JSON.stringify(v)}`);
+}
+
 /** One -o option, split: `cache_mb=64` -> ['cache_mb', '64']. */
 function splitOption(o: string): [string, string | undefined] {
   const eq = o.indexOf('=');
@@ -36,9 +46,8 @@ export function collectMountOptions(value: string, previous: string[] = []): str
     const [key, v] = splitOption(o);
     if ((key === 'allow_other' || key === 'ro' || key === 'debug') && v === undefined) continue;
     if (key === 'cache_mb' && v !== undefined) {
-      const n = Number(v);
-      if (Number.isInteger(n) && n > 0) continue;
-      throw new InvalidArgumentError(`cache_mb must be a positive integer, got ${JSON.stringify(v)}`);
+      cacheMbValue('cache_mb ', v);
+      continue;
     }
     if (key === 'rw') throw new InvalidArgumentError('rw: chainfs mounts are read-only (the sources are never written)');
     throw new InvalidArgumentError(`${o} is not a chainfs mount option (chainfs takes ${O_OPTIONS})`);

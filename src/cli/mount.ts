@@ -7,13 +7,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { ChainfsError, fsError, oneLine } from '../errors';
 import { Log } from '../fuse/log';
 import {
-  absoluteMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
+  absoluteMountPoint, claimMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
 } from '../fuse/mountpoint';
-import { applyMountOptions, collectMountOptions, O_OPTIONS, type DashOOptions } from './mount-options';
+import { applyMountOptions, cacheMbValue, collectMountOptions, O_OPTIONS, type DashOOptions } from './mount-options';
+import { mibToBytes } from '../units';
 import { checkNotInSource, sourcePlaces } from '../materialize/output';
 import { startDaemon } from './launch';
 import { EXIT_USAGE, action, addSourceOptions, sourceOptions, warn, type SourceCliOptions } from './common';
@@ -33,7 +34,7 @@ export function mountCommand(): Command {
     .usage('[options] <source...> <mountpoint>')
     .argument('<source...>', 'a replica directory, data roots, a backup target, or v2 disks; then the mount point, an existing empty directory')
     .option('-f, --foreground', 'stay in the foreground and log to stderr')
-    .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', parsePositive, 64)
+    .option('--cache-mb <n>', 'memory for resolved runs, per view (MiB)', (v) => cacheMbValue('', v), 64)
     .option('--allow-other', 'let other users read the images (file modes follow the replica; needs user_allow_other for non-root)')
     .option('--debug', 'log every FUSE request (to the log; to stderr with -f)')
     .option('--files', 'also show the files of ext2/3/4 views (and partitions) under MP/files/<view path>/, read-only, '
@@ -61,13 +62,6 @@ Examples:
 function usageError(message: string): Error {
   process.stderr.write(`chainfs: ${message}\n`);
   process.exit(EXIT_USAGE);
-}
-
-function parsePositive(v: string): number {
-  const n = Number(v);
-  // A usage error (exit 2, printed by commander), not a failure of the command.
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`must be a positive integer, got ${JSON.stringify(v)}`);
-  return n;
 }
 
 /** Checks that can fail before any daemon exists, with one clear line each. */
@@ -129,6 +123,10 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   const catalog = await openSource(sources, { ...sourceOptions(opts), lazy: !opts.files });
   const views = catalog.views();
   if (views.length > 0 && views.every((v) => v.problem)) throw new ChainfsError(undefined, views[0].problem!);
+  // Held from the checks until the mount is there (or this process exits): another
+  // `chainfs mount` on the same directory meanwhile is refused, not stacked.
+  const release = claimMountPoint(mp);
+  process.once('exit', release);
   checkMountPoint(mp);
   // A background daemon logs to its log file (by default next to its pid file).
   const logFile = opts.log ?? (ready ? defaultLogPath(mp) : undefined);
@@ -151,7 +149,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   const served = files && plan ? files.withFilesDirectories(catalog, plan) : catalog;
   const { MountDaemon } = await import('../fuse/daemon'); // the FUSE binding: only the daemon needs it
   const daemon = new MountDaemon(served, mp, {
-    cacheBytes: opts.cacheMb << 20, allowOther: !!opts.allowOther, debug: !!opts.debug, log,
+    cacheBytes: mibToBytes(opts.cacheMb), allowOther: !!opts.allowOther, debug: !!opts.debug, log,
   });
   try {
     await daemon.mount();
@@ -159,6 +157,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
     throw new ChainfsError(mp, `mount failed: ${(e as Error).message}${process.getuid?.() !== 0 ? ' (not root: is fusermount allowed?)' : ''}`);
   }
   writeRecord(mp, { pid: process.pid, replica: absoluteLabel(catalog.label), log: logFile ?? '', since: new Date().toISOString() });
+  release();
   let exiting = false;
   const exit = async (why: string, code: number) => {
     if (exiting) return;
@@ -255,11 +254,13 @@ async function background(sources: string[], mp: string, opts: MountOptions): Pr
 }
 
 /**
- * The source as `chainfs mounts` shows it from any directory: each
- * comma-separated path of the catalog's label made absolute (URLs such as
- * s3://bucket stay as they are).
+ * The source as `chainfs mounts` shows it from any directory: the label
+ * made absolute when it names one path (which may hold a comma), else each
+ * comma-separated path of it (several v2 disks; URLs such as s3://bucket
+ * stay as they are).
  */
 function absoluteLabel(label: string): string {
+  if (!label.includes('://') && fs.existsSync(path.resolve(label))) return path.resolve(label);
   return label.split(',').map((p) => (p.includes('://') || path.isAbsolute(p) ? p : path.resolve(p))).join(',');
 }
 

@@ -10,7 +10,7 @@
  * view's size. A reader that goes away (`| head`) ends the process quietly
  * with 141, as SIGPIPE would.
  */
-import { ChainfsError } from '../errors';
+import { ChainfsError, fsError } from '../errors';
 import { REGION_SIZE, type Chain } from '../chain/chain';
 import { native } from '../native';
 import type { Progress } from '../materialize/progress';
@@ -40,7 +40,7 @@ export async function streamView(chain: Chain, out: NodeJS.WriteStream, progress
       await sendView(chain, 1, progress, phase);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EPIPE') process.exit(141); // the reader went away (| head)
-      if ((e as NodeJS.ErrnoException).syscall === 'write') throw new ChainfsError('stdout', `write failed: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).syscall === 'write') throw fsError('stdout', e, 'write failed');
       throw e;
     } finally {
       progress?.stop();
@@ -79,7 +79,7 @@ export async function streamView(chain: Chain, out: NodeJS.WriteStream, progress
   if (writeError) {
     const e = writeError as NodeJS.ErrnoException;
     if (e.code === 'EPIPE') process.exit(141); // the reader went away (| head): quiet, as with SIGPIPE
-    throw new ChainfsError('stdout', `write failed: ${e.message}`);
+    throw fsError('stdout', e, 'write failed');
   }
 }
 

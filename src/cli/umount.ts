@@ -8,7 +8,7 @@
 import { Command } from 'commander';
 import { ChainfsError } from '../errors';
 import {
-  absoluteMountPoint, fusermount, holders, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
+  CHAINFS_FSTYPE, absoluteMountPoint, fusermount, holders, isAlive, isChainfsDaemon, isStale, mountAt, readRecord,
   removeRecord, type Holders,
 } from '../fuse/mountpoint';
 import { action, warn } from './common';
@@ -30,6 +30,11 @@ async function umount(mountPoint: string, lazy: boolean): Promise<void> {
   const rec = readRecord(mp);
   const entry = mountAt(mp);
   if (!entry && !rec) throw new ChainfsError(mp, 'not mounted (no chainfs mount here)');
+  // fusermount -u as root unmounts anything: a mistyped mount point (the
+  // file system on the loop device, an NFS share) is not ours to take down.
+  if (entry && entry.fsType !== CHAINFS_FSTYPE) {
+    throw new ChainfsError(mp, `not a chainfs mount (${entry.fsType} from ${entry.source} is mounted there); unmount it with umount(8)`);
+  }
   if (entry) {
     const { FILES_DIR, unmountFiles } = await import('./files');
     if (!lazy) {

@@ -11,7 +11,8 @@ import { Command } from 'commander';
 import { ChainfsError, oneLine } from '../errors';
 import { formatBytes } from '../units';
 import type { VerifyReport } from '../source/backupstore/verify';
-import { action, warn } from './common';
+import { refuseUrlConflicts } from '../source/backupstore/url';
+import { action, exitAfterStdout, jobsValue, stdoutFailureExits, warn } from './common';
 import { errorCode, errorDocument, jsonRequested } from './json';
 
 interface VerifyOptions {
@@ -34,12 +35,9 @@ export function verifyCommand(): Command {
     .option('--backup <name>', 'only this backup')
     .option('--backing-image <name>', 'only this backing-image backup')
     .option('--json', 'machine-readable report')
-    .option('--jobs <n>', 'parallel block fetches', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new ChainfsError(undefined, `--jobs takes a whole number from 1 up, not ${JSON.stringify(v)}`);
-      return n;
-    })
+    .option('--jobs <n>', 'parallel block fetches', jobsValue)
     .action(action(async (arg: string, opts: VerifyOptions) => {
+      stdoutFailureExits(EXIT_TROUBLE);
       let report: VerifyReport;
       try {
         report = await run(arg, opts);
@@ -50,7 +48,7 @@ export function verifyCommand(): Command {
         process.exit(EXIT_TROUBLE);
       }
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : render(report));
-      process.exit(report.damaged ? EXIT_DAMAGED : 0);
+      exitAfterStdout(report.damaged ? EXIT_DAMAGED : 0);
     }));
 }
 
@@ -63,6 +61,7 @@ async function run(arg: string, opts: VerifyOptions): Promise<VerifyReport> {
     const tty = process.stderr.isTTY;
     let last = 0;
     const url = cat.urlSelection; // a backup URL given as the target selects too
+    refuseUrlConflicts(cat.label, url, opts);
     const sel = opts.volume !== undefined || opts.backup !== undefined || opts.backingImage !== undefined
       ? { volume: opts.volume ?? url.volume, backup: opts.backup, backingImage: opts.backingImage }
       : url;

@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ChainfsError } from '../errors';
 
 export interface MountEntry {
   /** The mount's id in mountinfo: a new mount at the same place gets a new one. */
@@ -15,6 +16,9 @@ export interface MountEntry {
   fsType: string;
   source: string;
 }
+
+/** The file system type of every chainfs mount in mountinfo (FUSE with subtype=chainfs). */
+export const CHAINFS_FSTYPE = 'fuse.chainfs';
 
 /** Octal escapes in mountinfo (\040 for a space, ...). */
 function unescape(s: string): string {
@@ -52,7 +56,7 @@ export function chainfsMounts(): MountEntry[] {
   for (const line of text.split('\n')) {
     const parts = line.split(' ');
     const dash = parts.indexOf('-');
-    if (dash < 0 || parts.length < dash + 3 || parts[dash + 1] !== 'fuse.chainfs') continue;
+    if (dash < 0 || parts.length < dash + 3 || parts[dash + 1] !== CHAINFS_FSTYPE) continue;
     out.push({ id: Number(parts[0]), mountPoint: unescape(parts[4]), fsType: parts[dash + 1], source: unescape(parts[dash + 2]) });
   }
   return out;
@@ -115,6 +119,43 @@ function recordPath(mountPoint: string): string {
 export function writeRecord(mountPoint: string, rec: DaemonRecord): void {
   fs.mkdirSync(runDir(), { recursive: true, mode: 0o700 });
   fs.writeFileSync(recordPath(mountPoint), JSON.stringify(rec));
+}
+
+/**
+ * Claims `mountPoint` for this daemon from its checks until it is mounted
+ * (release then): two `chainfs mount`s started at once on one empty
+ * directory both passed the checks and stacked two mounts there, with one
+ * record. The claim is a file created exclusively in the run directory; one
+ * left by a daemon that died is taken over. Throws when a live daemon holds it.
+ */
+export function claimMountPoint(mountPoint: string): () => void {
+  const file = path.join(runDir(), `${encodeURIComponent(mountPoint)}.claim`);
+  fs.mkdirSync(runDir(), { recursive: true, mode: 0o700 });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return () => {
+        if (readClaim(file) === process.pid) fs.rmSync(file, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const holder = readClaim(file);
+    if (holder !== undefined && holder !== process.pid && isAlive(holder) && isChainfsDaemon(holder)) {
+      throw new ChainfsError(mountPoint, `mount point is busy: another chainfs mount (pid ${holder}) is being set up there`);
+    }
+    if (attempt > 0) throw new ChainfsError(mountPoint, `mount point is busy: ${file} keeps coming back`);
+    fs.rmSync(file, { force: true }); // left by a daemon that died
+  }
+}
+
+function readClaim(file: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(file, 'utf8'));
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function readRecord(mountPoint: string): DaemonRecord | undefined {
@@ -262,10 +303,18 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** Is `pid` a chainfs daemon (and not a recycled pid)? */
+/** The CLI entry a daemon of this installation runs (`node .../dist/cli/main.js mount ...`). */
+const MAIN_JS = path.join(__dirname, '..', 'cli', 'main.js');
+
+/**
+ * Is `pid` a chainfs daemon (and not a recycled pid)? Its command line
+ * names chainfs, or this installation's main.js: a checkout in a directory
+ * not called chainfs runs `node /src/tools/dist/cli/main.js mount ...`.
+ */
 export function isChainfsDaemon(pid: number): boolean {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('chainfs');
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes('chainfs') || cmdline.split('\0').includes(MAIN_JS);
   } catch {
     return false;
   }

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import type { ImageSource } from '../chain/source';
-import { ChainfsError } from '../errors';
+import { ChainfsError, describeErrno } from '../errors';
 import { formatBytes } from '../units';
 
 const SCAN_WINDOW = 256 << 20;
@@ -63,6 +63,12 @@ export function checkFreeSpace(dir: string, need: number, out: string): void {
     return; // cannot tell: the write itself will say ENOSPC if it comes to that
   }
   if (need > avail) {
+    // A read-only file system (a chainfs mount shows 0 B free) is the problem to name, not its space.
+    try {
+      fs.accessSync(dir, fs.constants.W_OK);
+    } catch (e) {
+      throw new ChainfsError(out, `cannot write in ${dir}: ${describeErrno(e as NodeJS.ErrnoException)}; nothing was written`, (e as NodeJS.ErrnoException).code);
+    }
     throw new ChainfsError(out, `not enough free space: the export needs up to ${formatBytes(need)} ` +
       `and ${dir} has ${formatBytes(avail)} available; nothing was written`, 'ENOSPC');
   }

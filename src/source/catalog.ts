@@ -72,6 +72,9 @@ export interface SourceOptions {
    * still picked by `select`.
    */
   volume?: string;
+  /** What --backup and --backing-image name: a backup URL that selects another one is refused. */
+  backup?: string;
+  backingImage?: string;
   /**
    * The caller (the mount) can list directories on first use: a source may
    * leave some unlisted (`Catalog.lazyDirectories`, `Catalog.expand`).

@@ -267,6 +267,11 @@ export const BROKEN_CASES: readonly BrokenCase[] = [
     breakIt: (r) => editVolumeMeta(r, (o) => { o.Size = -1048576; }),
   },
   {
+    name: 'volume.meta: Size is past 2^53 (JSON rounds it: too large, not "no integer")', base: 'plain', stage: 'open',
+    message: /Size 100000000000000000000 is too large \(over 2\^53 bytes/,
+    breakIt: (r) => editVolumeMeta(r, (o) => { o.Size = 1e20; }),
+  },
+  {
     name: 'volume.meta: Size is not a multiple of 512', base: 'plain', stage: 'open', message: /Size 1000 is not a multiple of 512/,
     breakIt: (r) => editVolumeMeta(r, (o) => { o.Size = 1000; }),
   },

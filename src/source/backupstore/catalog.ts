@@ -32,6 +32,7 @@ import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir, vo
 import { renderCatalog } from './render';
 import { MAX_CFG_BYTES, type BackupTarget } from './target';
 import type { TargetArg } from './url';
+import { mibToBytes } from '../../units';
 
 /** Data roots given after the target, as providers of backing images only (backing-roots.ts). */
 export interface BackingRoots {
@@ -97,7 +98,7 @@ export class BackupstoreCatalog implements Catalog {
     this.opts = opts;
     this.store = new BlockStore(target, {
       jobs: opts.jobs ?? target.defaultJobs,
-      cacheBytes: (opts.cacheMb ?? DEFAULT_CACHE_MB) << 20,
+      cacheBytes: mibToBytes(opts.cacheMb ?? DEFAULT_CACHE_MB),
       cacheDir: opts.cacheDir,
     });
     this.all = [

@@ -12,7 +12,7 @@ import { ChainfsError, describeErrno } from '../../errors';
 import type { SourceKind, SourceOptions } from '../catalog';
 import type { BackupstoreCatalog } from './catalog';
 import type { VolumeEntry } from './listing';
-import { isBackupTarget, parseTargetArg } from './url';
+import { isBackupTarget, parseTargetArg, refuseUrlConflicts } from './url';
 
 export const source: SourceKind = {
   kind: 'backupstore',
@@ -38,6 +38,7 @@ export async function openBackupstore(args: string[], opts: SourceOptions): Prom
   const { LIST_JOBS, deletionLockWarning, listVolumeNames, loadBackingImages, loadVolume, mapLimit } = await import('./listing');
   const { openTarget } = await import('./target');
   const arg = parseTargetArg(args[0]);
+  refuseUrlConflicts(arg.label, arg, opts);
   const rootWarnings: string[] = [];
   const roots = args.slice(1).map((r) => path.resolve(r));
   const copies = scanBackingRoots(args.slice(1), rootWarnings);

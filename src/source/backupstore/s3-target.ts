@@ -116,6 +116,22 @@ export class S3Target implements BackupTarget {
   }
 }
 
+/**
+ * A connection that takes longer than this is given up (the SDK then
+ * retries, 3 attempts in all unless AWS_MAX_ATTEMPTS says otherwise).
+ * The SDK's default is no limit.
+ */
+export const S3_CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * A request whose connection stays silent this long (no response, no body
+ * bytes) fails, and is retried: an endpoint that accepts connections and
+ * never answers (a hung proxy or server) hung inspect and mount reads
+ * forever with the SDK's default of no limit. Only silence counts, so a
+ * large cfg or block on a slow link is not cut off.
+ */
+export const S3_IDLE_TIMEOUT_MS = 30_000;
+
 /** The SDK configuration from the environment of Longhorn's backup-target secret. */
 export function clientConfig(region: string | undefined, maxSockets: number): S3ClientConfig {
   const env = process.env;
@@ -128,7 +144,10 @@ export function clientConfig(region: string | undefined, maxSockets: number): S3
     forcePathStyle: endpoint !== undefined && !virtualHosted,
     // Blocks are verified by SHA-512 anyway; an extra CRC over every body would only cost CPU.
     responseChecksumValidation: 'WHEN_REQUIRED',
-    requestHandler: { httpAgent: { keepAlive: true, maxSockets }, httpsAgent: agent },
+    requestHandler: {
+      httpAgent: { keepAlive: true, maxSockets }, httpsAgent: agent,
+      connectionTimeout: S3_CONNECT_TIMEOUT_MS, socketTimeout: S3_IDLE_TIMEOUT_MS,
+    },
   };
 }
 

@@ -32,6 +32,38 @@ function splitQuery(arg: string): [string, URLSearchParams | undefined] {
   return [arg.slice(0, q), new URLSearchParams(arg.slice(q + 1))];
 }
 
+/** The query keys of Longhorn's backup URLs, and the option that selects the same. */
+const URL_KEYS = [['volume', '--volume'], ['backup', '--backup'], ['backingImage', '--backing-image']] as const;
+
+/**
+ * Refuses a query chainfs would not read as asked: a key Longhorn's URLs do
+ * not have (`?backups=B`, a typo, would otherwise give the volume's last
+ * backup) or a key given twice.
+ */
+function checkQuery(arg: string, query: URLSearchParams): void {
+  const known: readonly string[] = URL_KEYS.map(([k]) => k);
+  for (const key of new Set(query.keys())) {
+    if (!known.includes(key)) throw new ChainfsError(arg, `unknown backup-URL parameter "${key}" (Longhorn's are ${known.join(', ')})`);
+    if (query.getAll(key).length > 1) throw new ChainfsError(arg, `backup-URL parameter "${key}" is given twice`);
+  }
+}
+
+/**
+ * Refuses an option that names another volume, backup or backing image than
+ * the backup URL's query (`URL?backup=B1` with `--backup B2`): one of them
+ * would be silently ignored.
+ */
+export function refuseUrlConflicts(label: string, url: { volume?: string; backup?: string; backingImage?: string },
+  opts: { volume?: string; backup?: string; backingImage?: string }): void {
+  for (const [key, flag] of URL_KEYS) {
+    const a = url[key];
+    const b = opts[key];
+    if (a !== undefined && b !== undefined && a !== b) {
+      throw new ChainfsError(label, `the URL selects ${key}=${a} and ${flag} says ${b}: give one of them`);
+    }
+  }
+}
+
 /** `scheme://...`: a URL, as Longhorn's backup target settings spell them. */
 const URL_RE = /^([a-z][a-z0-9+.-]*):\/\//i;
 
@@ -79,6 +111,7 @@ function targetRoot(p: string): string | undefined {
  */
 export function parseTargetArg(arg: string): TargetArg {
   const [base, query] = splitQuery(arg);
+  if (query) checkQuery(arg, query);
   const sel = {
     volume: query?.get('volume') ?? undefined,
     backup: query?.get('backup') ?? undefined,

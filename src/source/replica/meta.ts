@@ -72,6 +72,10 @@ function diskName(file: string, key: string, v: string, allowEmpty: boolean): st
 export function parseVolumeMeta(file: string, text: string): VolumeMeta {
   const o = parseObject(file, text);
   const size = field<number>(file, o, 'Size', 'number');
+  if (Number.isInteger(size) && size > Number.MAX_SAFE_INTEGER) {
+    // JSON.parse has already rounded it: say what is wrong rather than call it no integer
+    throw new ChainfsError(file, `invalid metadata: Size ${size} is too large (over 2^53 bytes, 8 PiB: no real volume is)`);
+  }
   if (!Number.isSafeInteger(size) || size < 0) {
     throw new ChainfsError(file, `invalid metadata: Size ${size} is not a non-negative integer`);
   }
