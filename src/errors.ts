@@ -18,6 +18,19 @@ export class ChainfsError extends Error {
   }
 }
 
+/**
+ * Options that do not go together or with this kind of source (`--snapshot`
+ * with `--head`, `--lvol` on a replica directory): found only once the
+ * source is known, but a usage error all the same, so the CLI exits 2 as for
+ * a bad option value (code 'usage' under --json).
+ */
+export class UsageError extends ChainfsError {
+  constructor(file: string | undefined, message: string) {
+    super(file, message, 'EINVAL');
+    this.name = 'UsageError';
+  }
+}
+
 /** A layer's bytes could not be read or are corrupt (read-time; FUSE maps it to EIO). */
 export class LayerReadError extends ChainfsError {
   constructor(file: string, message: string) {

@@ -219,6 +219,9 @@ describe('a failure with --json', () => {
     ['--compress on a raw export', ['export', '--json', '-q', '--compress'], 2, 'usage'],
     ['verify --jobs 0', ['verify', '--json', '--jobs', '0'], 2, 'usage'],
     ['--jobs past 256 (read-ahead would start that many fetches at once)', ['map', '--json', '--jobs', '100000'], 2, 'usage'],
+    // options that do not go together, or not with this kind of source: known only once it is opened
+    ['--snapshot with --head', ['map', '--json', '--snapshot', 's', '--head', 'volume-head-001.img'], 2, 'usage'],
+    ['--lvol on a replica directory', ['map', '--json', '--lvol', 'x'], 2, 'usage'],
   ];
   for (const [what, args, exit, code] of cases) {
     it(`${what}: {"error": {code: ${code}, message}} on stdout, the same line on stderr`, () => {
@@ -233,6 +236,12 @@ describe('a failure with --json', () => {
       expect(r.stderr.trim().split('\n').pop()).toBe(`chainfs: ${doc.error.message}`);
     });
   }
+
+  it('an option for other sources on a replica directory says which sources it is for', () => {
+    const r = chainfs(['map', '--json', '--replica', 'r', plain.dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--replica does not apply to a replica directory \(it is for data roots and v2 disks\)/);
+  });
 
   it('a FIFO where the head\'s .meta should be: corrupt, not not-a-source', () => {
     const dir = path.join(tmp, 'fifo-meta');

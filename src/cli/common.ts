@@ -5,7 +5,7 @@
  * code.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ChainfsError, fsError, oneLine } from '../errors';
+import { ChainfsError, UsageError, fsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView, ViewSelector } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
 import { mibToBytes } from '../units';
@@ -47,7 +47,7 @@ export function fail(err: unknown): never {
   const message = oneLine(e.message) + rootHint(e);
   if (jsonRequested()) process.stdout.write(errorDocument(errorCode(err), message));
   process.stderr.write(`chainfs: ${message}\n`);
-  process.exit(EXIT_FAILURE);
+  process.exit(err instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE);
 }
 
 /** How a failed write to stdout exits: 1, or 2 where 1 means "different" or "damaged". */

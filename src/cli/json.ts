@@ -9,7 +9,7 @@
  * knows gets the generic code (`warning`, `failed`): scripts can still show
  * it. Codes are part of the interface: add new ones, never rename.
  */
-import { ChainfsError } from '../errors';
+import { ChainfsError, UsageError } from '../errors';
 
 /** A warning as `--json` prints it. */
 export interface JsonWarning {
@@ -82,7 +82,7 @@ export function jsonWarning(message: string): JsonWarning {
 
 /** The stable code of a failure: `usage` for usage errors, `internal` for bugs. */
 export function errorCode(err: unknown, usage = false): string {
-  if (usage) return 'usage';
+  if (usage || err instanceof UsageError) return 'usage';
   const message = err instanceof Error ? err.message : String(err);
   const errno = (err as NodeJS.ErrnoException)?.code;
   if (errno === 'EACCES' || errno === 'EPERM') return 'permission-denied';

@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChainfsError } from '../errors';
+import { ChainfsError, UsageError } from '../errors';
 import { isDirectory } from '../files';
 import type { Catalog, OpenedView, SourceOptions, ViewSelector } from '../source/catalog';
 import { namedView } from '../source/named';
@@ -213,10 +213,10 @@ async function prepare(req: ExportRequest, hooks: ExportHooks): Promise<Prepared
  */
 async function prepareDelta(req: ExportRequest, catalog: Catalog, out: string): Promise<{ since: ViewSelector; backing?: QcowBacking }> {
   if (req.format === 'qcow2' && req.backing === undefined) {
-    throw new ChainfsError(undefined, '--since with --format qcow2 needs --backing BASE (an earlier full export of the --since view), which the overlay reads its other clusters from');
+    throw new UsageError(undefined, '--since with --format qcow2 needs --backing BASE (an earlier full export of the --since view), which the overlay reads its other clusters from');
   }
   if (req.format === 'raw' && req.backing !== undefined) {
-    throw new ChainfsError(undefined, '--backing goes with --format qcow2 (an overlay); a raw --since export is a sparse file of the changed ranges only');
+    throw new UsageError(undefined, '--backing goes with --format qcow2 (an overlay); a raw --since export is a sparse file of the changed ranges only');
   }
   if (req.layout === 'longhorn' || req.compress) {
     throw new ChainfsError(undefined, '--since makes an overlay or a delta: not with --layout longhorn or --compress');

@@ -18,7 +18,7 @@
  * use; catalog.json lists every volume before it is built.
  */
 import { Chain, type ChainOptions } from '../../chain/chain';
-import { ChainfsError, oneLine } from '../../errors';
+import { ChainfsError, UsageError, oneLine } from '../../errors';
 import { BackupBlocksLayer, type BadBlockRecord } from '../../layer/backup-blocks';
 import type { Layer } from '../../layer/layer';
 import { openImage } from '../../layer/open-image';
@@ -315,7 +315,7 @@ export class BackupstoreCatalog implements Catalog {
 
   select(sel: ViewSelector): CatalogView {
     for (const [flag, v] of [['--replica', sel.replica], ['--snapshot', sel.snapshot], ['--head', sel.head], ['--lvol', sel.lvol]] as const) {
-      if (v !== undefined) throw new ChainfsError(this.label, `${flag} is not an option for a backup target (use --volume, --backup, --backing-image)`);
+      if (v !== undefined) throw new UsageError(this.label, `${flag} is not an option for a backup target (use --volume, --backup, --backing-image)`);
     }
     const volume = sel.volume ?? this.arg.volume;
     const backup = sel.backup ?? (sel.volume === undefined || sel.volume === this.arg.volume ? this.arg.backup : undefined);

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChainOptions } from '../../chain/chain';
 import { Chain } from '../../chain/chain';
-import { ChainfsError } from '../../errors';
+import { ChainfsError, UsageError } from '../../errors';
 import { openImage } from '../../layer/open-image';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewKind, ViewSelector } from '../catalog';
 import { findWriters } from '../replica/live';
@@ -182,11 +182,11 @@ export class NodeCatalog implements Catalog {
    */
   select(sel: ViewSelector): CatalogView {
     for (const k of ['backup', 'lvol'] as const) {
-      if (sel[k] !== undefined) throw new ChainfsError(undefined, `--${k} does not apply to data roots (it is for ${k === 'backup' ? 'backup targets' : 'v2 disks'})`);
+      if (sel[k] !== undefined) throw new UsageError(undefined, `--${k} does not apply to data roots (it is for ${k === 'backup' ? 'backup targets' : 'v2 disks'})`);
     }
     if (sel.backingImage !== undefined) {
       if (sel.volume !== undefined || sel.replica !== undefined || sel.snapshot !== undefined || sel.head !== undefined) {
-        throw new ChainfsError(undefined, '--backing-image selects a backing image on its own; leave out --volume, --replica, --snapshot and --head');
+        throw new UsageError(undefined, '--backing-image selects a backing image on its own; leave out --volume, --replica, --snapshot and --head');
       }
       const b = this.backingImages.find((x) => x.id === sel.backingImage || x.name === sel.backingImage || x.dir === sel.backingImage);
       if (!b) throw new ChainfsError(this.label, `no backing image ${JSON.stringify(sel.backingImage)}; ${didYouMean(sel.backingImage, this.backingImages.map((x) => x.id), 'backing images')}`);

@@ -14,7 +14,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChainOptions } from '../../chain/chain';
-import { ChainfsError } from '../../errors';
+import { ChainfsError, UsageError } from '../../errors';
+
+/** Which sources each selection option is for (for the refusal on a replica directory). */
+const FLAG_SOURCES = {
+  volume: 'data roots, backup targets and v2 disks',
+  replica: 'data roots and v2 disks',
+  backup: 'backup targets',
+  backingImage: 'data roots, backup targets and v2 disks',
+  lvol: 'v2 disks',
+} as const;
 import type { Catalog, CatalogFile, CatalogView, OpenedView, SourceOptions, ViewKind, ViewSelector } from '../catalog';
 import { LayerSet } from './layers';
 import { findWriters } from './live';
@@ -114,9 +123,9 @@ export class ReplicaCatalog implements Catalog {
     const foreign = (['volume', 'replica', 'backup', 'backingImage', 'lvol'] as const).filter((k) => sel[k] !== undefined);
     if (foreign.length) {
       const flag = `--${foreign[0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-      throw new ChainfsError(this.replica.dir, `${flag} does not apply to a replica directory (it is for data roots, backup targets and v2 disks)`);
+      throw new UsageError(this.replica.dir, `${flag} does not apply to a replica directory (it is for ${FLAG_SOURCES[foreign[0]]})`);
     }
-    if (sel.snapshot !== undefined && sel.head !== undefined) throw new ChainfsError(undefined, 'give --snapshot or --head, not both');
+    if (sel.snapshot !== undefined && sel.head !== undefined) throw new UsageError(undefined, 'give --snapshot or --head, not both');
     const r = this.replica;
     let file = r.meta.head;
     if (sel.snapshot !== undefined) file = r.findSnapshot(sel.snapshot).file;

@@ -13,7 +13,7 @@
  * device end) carries that as its `problem`; the others are served.
  */
 import { Chain, type ChainOptions } from '../../chain/chain';
-import { ChainfsError } from '../../errors';
+import { ChainfsError, UsageError } from '../../errors';
 import type { Catalog, CatalogFile, CatalogView, OpenedView, ViewKind, ViewSelector } from '../catalog';
 import { compareText, didYouMean } from '../../text';
 import type { Disk } from './disk';
@@ -94,14 +94,14 @@ export class SpdkCatalog implements Catalog {
 
   select(sel: ViewSelector): CatalogView {
     const foreign = (['head', 'backup'] as const).filter((k) => sel[k] !== undefined);
-    if (foreign.length) throw new ChainfsError(this.label, `--${foreign[0]} does not apply to a v2 disk (use --volume/--replica/--snapshot, --backing-image or --lvol)`);
+    if (foreign.length) throw new UsageError(this.label, `--${foreign[0]} does not apply to a v2 disk (use --volume/--replica/--snapshot, --backing-image or --lvol)`);
     if (sel.lvol !== undefined) {
-      if (sel.volume ?? sel.replica ?? sel.snapshot ?? sel.backingImage) throw new ChainfsError(undefined, '--lvol names one lvol: give it alone');
+      if (sel.volume ?? sel.replica ?? sel.snapshot ?? sel.backingImage) throw new UsageError(undefined, '--lvol names one lvol: give it alone');
       const hits = this.list.filter((v) => v.kind === 'lvol' && (v.lvol.name === sel.lvol || v.path === `lvols/${component(sel.lvol!, '.img')}`));
       return this.one(hits, `lvol ${JSON.stringify(sel.lvol)}`, sel.lvol!, this.list.filter((v) => v.kind === 'lvol').map((v) => v.name), 'lvols');
     }
     if (sel.backingImage !== undefined) {
-      if (sel.volume ?? sel.replica ?? sel.snapshot) throw new ChainfsError(undefined, '--backing-image selects a backing image on its own; leave out --volume, --replica and --snapshot');
+      if (sel.volume ?? sel.replica ?? sel.snapshot) throw new UsageError(undefined, '--backing-image selects a backing image on its own; leave out --volume, --replica and --snapshot');
       const hits = this.list.filter((v) => v.kind === 'backing-image' && v.name === sel.backingImage);
       return this.one(hits, `backing image ${JSON.stringify(sel.backingImage)}`, sel.backingImage!, this.model.backingImages.map((b) => b.name), 'backing images');
     }
