@@ -116,3 +116,21 @@ describe('usage errors', () => {
     expect(treeChanges(before, fingerprintTree(r.root))).toEqual([]);
   });
 });
+
+describe('a path that is no source at all', () => {
+  let tmp: string;
+  beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chainfs-hardening-nosource-')); });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it('a small file: neither a replica directory nor a v2 disk, and why not; a missing target: no such file', async () => {
+    const file = path.join(tmp, 'disk.img');
+    fs.writeFileSync(file, 'x');
+    const missing = path.join(tmp, 'no-such-target');
+    const [asDisk, asTarget] = await Promise.all([runCli(['inspect', file]), runCli(['verify', missing])]);
+    expect(asDisk.code).toBe(1);
+    expect(asDisk.stderr.trim()).toBe(`chainfs: ${file}: not a directory (a regular file); expected a Longhorn replica directory `
+      + 'or a v2 disk (no SPDK blobstore signature "SPDKBLOB" at byte 0)');
+    expect(asTarget.code).toBe(2); // verify: trouble
+    expect(asTarget.stderr.trim()).toBe(`chainfs: ${missing}: backup target: no such file or directory`);
+  });
+});

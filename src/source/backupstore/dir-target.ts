@@ -26,6 +26,7 @@ export class DirTarget implements BackupTarget {
     try {
       st = fs.statSync(path.join(dir, 'backupstore'));
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(dir)) throw fsError(dir, e, 'backup target');
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new ChainfsError(dir, 'not a Longhorn backup target: no backupstore/ directory in it');
       }

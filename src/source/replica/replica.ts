@@ -242,7 +242,11 @@ function checkDirectory(dir: string): void {
   } catch (e) {
     throw fsError(dir, e, 'replica directory');
   }
-  if (!st.isDirectory()) throw new ChainfsError(dir, `not a directory (${fileKind(st)}); expected a Longhorn replica directory`);
+  if (!st.isDirectory()) {
+    // A file or device could have been a v2 disk: say why it is not read as one either.
+    const v2 = st.isFile() || st.isBlockDevice() ? ' or a v2 disk (no SPDK blobstore signature "SPDKBLOB" at byte 0)' : '';
+    throw new ChainfsError(dir, `not a directory (${fileKind(st)}); expected a Longhorn replica directory${v2}`);
+  }
 }
 
 /** Every `<disk>.meta` except volume.meta is a disk, as in the engine's readMetadata. */
