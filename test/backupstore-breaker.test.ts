@@ -146,7 +146,8 @@ describe('an impossible block offset damages its backup only', () => {
     const r = chainfs(['verify', path.join(tmp, 'nothing-here'), '--json']);
     expect(r.code).toBe(2);
     const j = JSON.parse(r.stdout.toString()) as { error: { code: string; message: string } };
-    expect(j.error.message).toMatch(/nothing-here: not a Longhorn backup target/);
+    expect(j.error.message).toMatch(/nothing-here: backup target: no such file or directory/);
+    expect(j.error.code).toBe('not-found');
   });
 });
 
