@@ -64,7 +64,7 @@ const ERROR_CODES: ReadonlyArray<readonly [string, RegExp]> = [
   ['not-found', /no such file|^(.*: )?no [\w-]+|not mounted|does not exist|is gone/i],
   ['corrupt', /invalid|corrupt|checksum|cycle|mismatch|too (large|short)|out of range/i],
   ['unsupported', /not supported|unsupported|only raw|does not mount|newer than/i],
-  ['refused', /refus/i],
+  ['refused', /refus|inside the source/i],
   ['io-error', /input\/output error|read at byte|failed: E/],
 ];
 
