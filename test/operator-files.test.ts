@@ -185,6 +185,29 @@ describe('mount --files', () => {
     expect(chainfs(['mount', '--help']).stdout.toString()).toMatch(/--files[\s\S]*guestmount/);
   });
 
+  it('no ext2/3/4 view: one warning, and no files/ directory (the warning does not promise one)', () => {
+    const rep = path.join(tmp, 'longhorn', 'replicas', 'pvc-blank-0b1a4c00');
+    fs.mkdirSync(rep, { recursive: true });
+    fs.writeFileSync(path.join(rep, 'volume-head-000.img'), '');
+    fs.truncateSync(path.join(rep, 'volume-head-000.img'), 4 * MiB);
+    writeMetaFile(path.join(rep, 'volume-head-000.img.meta'), encodeDiskMeta({
+      Name: 'volume-head-000.img', Parent: '', Removed: false, UserCreated: false, Created: '2024-05-01T10:00:00Z', Labels: null,
+    }));
+    writeMetaFile(path.join(rep, 'volume.meta'), encodeVolumeMeta({
+      Size: 4 * MiB, Head: 'volume-head-000.img', Dirty: false, Rebuilding: false, Error: '', Parent: '', SectorSize: 512, BackingFilePath: '',
+    }));
+    const mp = path.join(tmp, 'mp-blank');
+    fs.mkdirSync(mp);
+    const r = chainfs(['mount', rep, mp, '--files']);
+    expect(r.code, r.stderr).toBe(0);
+    try {
+      expect(r.stderr.trim().split('\n')).toEqual(['chainfs: warning: --files: no ext2/3/4 file system found in the views; no files/ directory']);
+      expect(fs.existsSync(path.join(mp, 'files'))).toBe(false);
+    } finally {
+      chainfsOk(['umount', mp]);
+    }
+  });
+
   it('a busy files/ mount makes umount name the holder; released, umount takes both down', async () => {
     const mp = path.join(tmp, 'mp-busy');
     mountReplica(ext4.dir, mp, ['--files']);

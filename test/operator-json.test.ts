@@ -257,6 +257,26 @@ describe('a failure with --json', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  it('an OUT inside the source: refused (the safety refusal docs/json.md names), not failed', () => {
+    const out = path.join(plain.dir, 'inside.raw');
+    const r = chainfs(['export', '--json', '-q', plain.dir, out]);
+    expect(r.code).toBe(1);
+    const doc = JSON.parse(r.stdout.toString()) as { error: { code: string; message: string } };
+    expect(doc.error.message).toMatch(/is inside the source/);
+    expect(doc.error.code).toBe('refused');
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('a backup target scheme chainfs does not read (azblob://, gs://): unsupported, not failed', () => {
+    for (const url of ['azblob://container/prefix', 'gs://bucket/prefix']) {
+      const r = chainfs(['inspect', '--json', url]);
+      expect(r.code, url).toBe(1);
+      const doc = JSON.parse(r.stdout.toString()) as { error: { code: string; message: string } };
+      expect(doc.error.message).toMatch(/are not read by chainfs/);
+      expect(doc.error.code, url).toBe('unsupported');
+    }
+  });
+
   it('without --json, stdout stays empty', () => {
     const r = chainfs(['map', '--snapshot', 'nope', plain.dir]);
     expect(r.code).toBe(1);

@@ -74,6 +74,22 @@ describe('as a non-root user', () => {
     // as root there is nothing to advise
     expect(chainfs(['inspect', filesClosed.dir]).stdout.toString()).not.toMatch(ROOT_HINT);
   });
+
+  it('a disk image only root may read (a v2 disk): permission denied, run as root, not "not a directory"', () => {
+    const disk = path.join(tmp, 'disk.img');
+    fs.writeFileSync(disk, Buffer.alloc(1 << 20), { mode: 0o600 });
+    fs.chmodSync(disk, 0o600);
+    for (const args of [['inspect', disk], ['cat', disk]]) {
+      const r = chainfs(args, NOBODY);
+      expect(r.code, args.join(' ')).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toEqual([expect.stringMatching(new RegExp(`^chainfs: ${disk}: .*permission denied`))]);
+      expect(lines[0]).toMatch(ROOT_HINT);
+    }
+    expect(JSON.parse(chainfs(['inspect', '--json', disk], NOBODY).stdout.toString()).error.code).toBe('permission-denied');
+    // root reads it: not an lvstore, nor a directory
+    expect(chainfs(['inspect', disk]).stderr.toString()).toMatch(/not a directory \(a regular file\)/);
+  });
 });
 
 describe('mount as a non-root user', () => {

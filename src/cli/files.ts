@@ -76,7 +76,7 @@ export async function planFiles(catalog: Catalog, mountPoint: string): Promise<F
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  if (targets.length === 0) warnings.push('--files: no ext2/3/4 file system found in the views; files/ is empty');
+  if (targets.length === 0) warnings.push('--files: no ext2/3/4 file system found in the views; no files/ directory');
   return { targets, warnings };
 }
 

@@ -63,8 +63,8 @@ const ERROR_CODES: ReadonlyArray<readonly [string, RegExp]> = [
   ['not-a-source', /not a Longhorn|is this a Longhorn|not an SPDK|is neither|not a directory|not a regular file|expected a Longhorn/],
   ['not-found', /no such file|^(.*: )?no [\w-]+|not mounted|does not exist|is gone/i],
   ['corrupt', /invalid|corrupt|checksum|cycle|mismatch|too (large|short)|out of range/i],
-  ['unsupported', /not supported|unsupported|only raw|does not mount|newer than/i],
-  ['refused', /refus/i],
+  ['unsupported', /not supported|unsupported|only raw|does not mount|newer than|not read by chainfs/i],
+  ['refused', /refus|inside the source/i],
   ['io-error', /input\/output error|read at byte|failed: E/],
 ];
 

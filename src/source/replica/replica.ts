@@ -243,8 +243,17 @@ function checkDirectory(dir: string): void {
     throw fsError(dir, e, 'replica directory');
   }
   if (!st.isDirectory()) {
+    const fileOrDevice = st.isFile() || st.isBlockDevice();
+    // A disk image or device this user may not read (a v2 disk is root's): its kind cannot be told, say why.
+    if (fileOrDevice) {
+      try {
+        fs.accessSync(dir, fs.constants.R_OK);
+      } catch (e) {
+        throw fsError(dir, e, 'cannot read it to tell what kind of source it is');
+      }
+    }
     // A file or device could have been a v2 disk: say why it is not read as one either.
-    const v2 = st.isFile() || st.isBlockDevice() ? ' or a v2 disk (no SPDK blobstore signature "SPDKBLOB" at byte 0)' : '';
+    const v2 = fileOrDevice ? ' or a v2 disk (no SPDK blobstore signature "SPDKBLOB" at byte 0)' : '';
     throw new ChainfsError(dir, `not a directory (${fileKind(st)}); expected a Longhorn replica directory${v2}`);
   }
 }
