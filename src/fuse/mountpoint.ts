@@ -131,21 +131,30 @@ export function writeRecord(mountPoint: string, rec: DaemonRecord): void {
 export function claimMountPoint(mountPoint: string): () => void {
   const file = path.join(runDir(), `${encodeURIComponent(mountPoint)}.claim`);
   fs.mkdirSync(runDir(), { recursive: true, mode: 0o700 });
-  for (let attempt = 0; ; attempt++) {
-    try {
-      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
-      return () => {
-        if (readClaim(file) === process.pid) fs.rmSync(file, { force: true });
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  // The claim appears with the pid already in it (link of a written file):
+  // one created empty and written next was, to a rival reading it between
+  // the two, a claim of nobody's, which it removed and took as well.
+  const mine = `${file}.${process.pid}`;
+  fs.writeFileSync(mine, String(process.pid));
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        fs.linkSync(mine, file);
+        return () => {
+          if (readClaim(file) === process.pid) fs.rmSync(file, { force: true });
+        };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const holder = readClaim(file);
+      if (holder !== undefined && holder !== process.pid && isAlive(holder) && isChainfsDaemon(holder)) {
+        throw new ChainfsError(mountPoint, `mount point is busy: another chainfs mount (pid ${holder}) is being set up there`);
+      }
+      if (attempt > 0) throw new ChainfsError(mountPoint, `mount point is busy: ${file} keeps coming back`);
+      fs.rmSync(file, { force: true }); // left by a daemon that died
     }
-    const holder = readClaim(file);
-    if (holder !== undefined && holder !== process.pid && isAlive(holder) && isChainfsDaemon(holder)) {
-      throw new ChainfsError(mountPoint, `mount point is busy: another chainfs mount (pid ${holder}) is being set up there`);
-    }
-    if (attempt > 0) throw new ChainfsError(mountPoint, `mount point is busy: ${file} keeps coming back`);
-    fs.rmSync(file, { force: true }); // left by a daemon that died
+  } finally {
+    fs.rmSync(mine, { force: true });
   }
 }
 
