@@ -91,6 +91,13 @@ describe('inspect ROOT...', () => {
     expect(j.warnings.map(text).join('\n')).toMatch(/no longhorn-disk\.cfg/);
   });
 
+  it('--volume: a volume the roots hold passes; another name is refused, listing the volumes (a typo never passes unseen)', () => {
+    expect(String(chainfsOk(['inspect', ...node.roots, '--volume', 'pvc-db']))).toMatch(/pvc-db/);
+    const r = chainfs(['inspect', ...node.roots, '--volume', 'pvc-dbb']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.toString().trim()).toMatch(/: no volume named pvc-dbb \(the data roots hold: pvc-db, pvc-odd, pvc-web\)$/);
+  });
+
   it('text: the pick marked, why, the replicas that are not usable', () => {
     const out = String(chainfsOk(['inspect', ...node.roots]));
     expect(out).toMatch(/pvc-web-9c0d1e2f \*/);

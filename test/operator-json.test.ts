@@ -222,6 +222,7 @@ describe('a failure with --json', () => {
     // options that do not go together, or not with this kind of source: known only once it is opened
     ['--snapshot with --head', ['map', '--json', '--snapshot', 's', '--head', 'volume-head-001.img'], 2, 'usage'],
     ['--lvol on a replica directory', ['map', '--json', '--lvol', 'x'], 2, 'usage'],
+    ['inspect --volume on a replica directory (it would be ignored)', ['inspect', '--json', '--volume', 'x'], 2, 'usage'],
   ];
   for (const [what, args, exit, code] of cases) {
     it(`${what}: {"error": {code: ${code}, message}} on stdout, the same line on stderr`, () => {

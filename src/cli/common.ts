@@ -191,6 +191,24 @@ export async function openCatalog(args: string[], o: SourceCliOptions & { cacheM
   return catalog;
 }
 
+/**
+ * `inspect` and `mount` with --volume: a backup target lists that volume
+ * only (its catalog does); data roots and v2 disks show every volume, but a
+ * name none of them holds is refused (ChainfsError listing the volumes),
+ * and a replica directory has no volumes (UsageError): either way a typo
+ * would otherwise pass unseen.
+ */
+export function checkVolumeOption(catalog: Catalog, volume: string | undefined): void {
+  if (volume === undefined || catalog.kind === 'backupstore') return;
+  if (catalog.kind === 'replica') {
+    throw new UsageError(catalog.label, '--volume does not apply to a replica directory (it is for data roots, backup targets and v2 disks)');
+  }
+  const names = [...new Set(catalog.views().map((v) => /^volumes\/([^/]+)\//.exec(v.path)?.[1]).filter((n): n is string => !!n))].sort();
+  if (names.includes(volume)) return;
+  const held = names.length === 0 ? 'none' : `${names.slice(0, 8).join(', ')}${names.length > 8 ? `, and ${names.length - 8} more` : ''}`;
+  throw new ChainfsError(catalog.label, `no volume named ${volume} (${catalog.kind === 'node' ? 'the data roots' : 'the v2 disks'} hold: ${held})`);
+}
+
 /** A selected, opened view and the catalog it came from (close both). */
 export interface SelectedView {
   catalog: Catalog;

@@ -8,7 +8,7 @@
  */
 import { Command } from 'commander';
 import type { Catalog } from '../source/catalog';
-import { action, addSourceOptions, openCatalog, type SourceCliOptions } from './common';
+import { action, addSourceOptions, checkVolumeOption, openCatalog, type SourceCliOptions } from './common';
 import { jsonWarning, withWarningObjects } from './json';
 import { describeContents, haveBlkid, PROBE_LIMIT, probeViews, type ViewContents } from './probe';
 import { table } from '../text';
@@ -28,6 +28,7 @@ JSON (docs/json.md): the source's report plus "source", "views", "warnings" ({co
     .action(action(async (sources: string[], opts: InspectOptions) => {
       const catalog = await openCatalog(sources, opts, true);
       try {
+        checkVolumeOption(catalog, opts.volume);
         const contents = opts.contents !== false && haveBlkid() ? await probeViews(catalog.views()) : [];
         const inUse = (catalog.inUse?.() ?? []).map(writerOnly);
         const advice = notRoot(catalog);

@@ -17,7 +17,7 @@ import { applyMountOptions, cacheMbValue, collectMountOptions, O_OPTIONS, type D
 import { mibToBytes } from '../units';
 import { checkNotInSource, sourcePlaces } from '../materialize/output';
 import { startDaemon } from './launch';
-import { EXIT_USAGE, action, addSourceOptions, sourceOptions, warn, type SourceCliOptions } from './common';
+import { EXIT_USAGE, action, addSourceOptions, checkVolumeOption, sourceOptions, warn, type SourceCliOptions } from './common';
 
 /** The mount's options as commander parses them (cacheMb, allowOther, debug and the -o ones: DashOOptions). */
 interface MountOptions extends SourceCliOptions, DashOOptions {
@@ -121,6 +121,7 @@ async function serve(sources: string[], mp: string, opts: MountOptions, ready: R
   // --files reads every view's first MiB at mount, so it lists everything.
   const { openSource } = await import('../source/open');
   const catalog = await openSource(sources, { ...sourceOptions(opts), lazy: !opts.files });
+  checkVolumeOption(catalog, opts.volume);
   const views = catalog.views();
   if (views.length > 0 && views.every((v) => v.problem)) throw new ChainfsError(undefined, views[0].problem!);
   // Held from the checks until the mount is there (or this process exits): another
