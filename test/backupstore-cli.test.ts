@@ -166,6 +166,15 @@ describe('verify', () => {
     expect(chainfs(['verify', path.join(tmp, 'nothing-here')]).code).toBe(2);
     expect(fingerprint(damaged)).toBe(before);
   });
+
+  it('a volume or backup name the target does not hold: exit 2, the line lists what it holds (as cat and export do)', () => {
+    const backup = chainfs(['verify', gt, '--backup', 'nope']);
+    expect(backup.code).toBe(2);
+    expect(backup.stderr.toString()).toMatch(/: no backup named nope \(there are: backup-lz4-01, backup-lz4-03, backup-lz4-04-fullmode\)\n$/);
+    const volume = chainfs(['verify', gt, '--volume', 'nope']);
+    expect(volume.code).toBe(2);
+    expect(volume.stderr.toString()).toMatch(/: no volume named nope \(there is: vol-lz4\)\n$/);
+  });
 });
 
 describe('mount', () => {

@@ -390,7 +390,8 @@ export class BackupstoreCatalog implements Catalog {
   }
 }
 
-function choices(names: string[]): string {
+/** ` (there are: a, b, c)` for a refusal: the first 8 names and how many more; '' for none. */
+export function choices(names: string[]): string {
   if (names.length === 0) return '';
   const shown = names.slice(0, 8).join(', ');
   return ` (there ${names.length === 1 ? 'is' : 'are'}: ${shown}${names.length > 8 ? `, and ${names.length - 8} more` : ''})`;

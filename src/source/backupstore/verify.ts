@@ -20,7 +20,7 @@
 import { ChainfsError } from '../../errors';
 import type { BadBlock, BlockProblem } from './block-codec';
 import type { BlockRef } from './block-store';
-import type { BackupstoreCatalog } from './catalog';
+import { type BackupstoreCatalog, choices } from './catalog';
 import { parseBlocks, type BlockMap } from './cfg';
 import { mapLimit, type BackingImageEntry, type BackupEntry } from './listing';
 import { BACKING_IMAGE_BLOCKS, CHECKSUM_RE, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir } from './names';
@@ -78,7 +78,7 @@ interface Target {
 export async function verifyTarget(cat: BackupstoreCatalog, sel: VerifySelection,
   progress?: (done: number, total: number) => void): Promise<VerifyReport> {
   const vols = cat.volumes.filter((v) => sel.volume === undefined || v.name === sel.volume);
-  if (sel.volume !== undefined && vols.length === 0) throw new ChainfsError(cat.label, `no volume named ${sel.volume}`);
+  if (sel.volume !== undefined && vols.length === 0) throw new ChainfsError(cat.label, `no volume named ${sel.volume}${choices(cat.volumes.map((v) => v.name))}`);
   const out: VerifiedBackup[] = [];
   const targets: Target[] = [];
   /** `complete`: every cfg that may reference the pool's blocks was read. */
@@ -104,7 +104,7 @@ export async function verifyTarget(cat: BackupstoreCatalog, sel: VerifySelection
       if (sel.backup === undefined) pools.push({ pool, referenced, complete });
     }
     if (sel.backup !== undefined && !vols.some((v) => v.backups.some((b) => b.name === sel.backup))) {
-      throw new ChainfsError(cat.label, `no backup named ${sel.backup}${sel.volume ? ` in volume ${sel.volume}` : ''}`);
+      throw new ChainfsError(cat.label, `no backup named ${sel.backup}${sel.volume ? ` in volume ${sel.volume}` : ''}${choices(vols.flatMap((v) => v.backups.map((b) => b.name)))}`);
     }
   }
   const bis = cat.backingImages.filter((bi) => (sel.backingImage !== undefined ? bi.name === sel.backingImage
