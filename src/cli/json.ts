@@ -62,8 +62,10 @@ const ERROR_CODES: ReadonlyArray<readonly [string, RegExp]> = [
   ['corrupt', /(metadata|disk|layer) file is .*not a regular file|\.(meta|cfg|img|checksum)(: | )is .*not a regular file/],
   ['not-a-source', /not a Longhorn|is this a Longhorn|not an SPDK|is neither|not a directory|not a regular file|expected a Longhorn/],
   ['not-found', /no such file|^(.*: )?no [\w-]+|not mounted|does not exist|is gone/i],
-  ['corrupt', /invalid|corrupt|checksum|cycle|mismatch|too (large|short)|out of range/i],
-  ['unsupported', /not supported|unsupported|only raw|does not mount|newer than|not read by chainfs/i],
+  // a chain member or backing image that is not there (not "field X is missing": corrupt)
+  ['not-found', /disk file is missing|\.meta (is|are) missing|backing image .* not found/],
+  ['corrupt', /invalid|corrupt|checksum|cycle|mismatch|too (large|short)|out of range|beyond the end|not cluster-aligned|unaligned|not a multiple of|more than qemu's limit/i],
+  ['unsupported', /not supported|unsupported|only raw|does not mount|newer than|not read by chainfs|unknown incompatible|backing file of its own/i],
   ['refused', /refus|inside the source/i],
   ['io-error', /input\/output error|read at byte|failed: E/],
 ];
