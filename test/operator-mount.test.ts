@@ -226,6 +226,28 @@ describe('chainfs umount of a mount that is not chainfs', () => {
   });
 });
 
+describe('a mount point with a long name', () => {
+  it('mounts when its record (and log) names fit in 255 bytes: the claim file\'s name is no longer', () => {
+    const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'long-')));
+    // %2F per slash: the record's name is exactly 255 bytes
+    const mp = path.join(dir, 'm'.repeat(255 - '.json'.length - encodeURIComponent(`${dir}/`).length));
+    expect(encodeURIComponent(mp).length + '.json'.length).toBe(255);
+    fs.mkdirSync(mp);
+    try {
+      const r = buildReplica(revert, dir);
+      const res = chainfs(['mount', r.dir, mp]);
+      expect(res.stderr).toBe('');
+      expect(res.code).toBe(0);
+      expect(fs.readdirSync(mp)).toContain('volume.img');
+      chainfsOk(['umount', mp]);
+      expect(fs.readdirSync(RUN).filter((n) => n.startsWith(encodeURIComponent(mp)) || n.startsWith('claim-'))).toEqual([]);
+    } finally {
+      if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('two mounts started at once on one empty directory', () => {
   /** How many file systems are mounted at `mp` (stacked ones count each). */
   const mountsAt = (mp: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === mp).length;
