@@ -71,6 +71,18 @@ describe('-o options', () => {
     }
     expect(chainfs(['mount', '--help']).stdout.toString()).toMatch(/-o, --options <opt,...>[\s\S]*allow_other/);
   });
+
+  it('a usage error the daemon finds once the source is open (--volume on a replica directory) exits 2 in the background too', () => {
+    const mp = path.join(tmp, 'o-volume');
+    fs.mkdirSync(mp);
+    // plain: bin/chainfs reads the daemon's verdict; -o debug: the CLI does (launch.ts); -f: no daemon
+    for (const extra of [[], ['-o', 'debug'], ['-f']]) {
+      const r = chainfs(['mount', built.dir, mp, '--volume', 'x', ...extra]);
+      expect(r.stderr, extra.join(' ')).toBe(`chainfs: ${built.dir}: --volume does not apply to a replica directory (it is for data roots, backup targets and v2 disks)\n`);
+      expect(r.code, extra.join(' ')).toBe(2);
+      expect(isMounted(mp)).toBe(false);
+    }
+  });
 });
 
 describe('the daemon\'s log', () => {
