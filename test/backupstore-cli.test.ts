@@ -120,6 +120,9 @@ describe('a backup URL chainfs would not read as asked', () => {
     expect(fs.existsSync(path.join(tmp, 'never.raw'))).toBe(false);
     // the same name twice is no conflict; diff --from names the older backup beside the URL's
     expect(sha256(chainfsOk(['cat', url(`backup=${live[0].name}&volume=vol-lz4`), '--backup', live[0].name]))).toBe(live[0].sha256);
+    // verify too: --volume naming the URL's volume again still checks the URL's backup only (it checked them all)
+    const one = JSON.parse(String(chainfsOk(['verify', url(`backup=${live[0].name}&volume=vol-lz4`), '--volume', 'vol-lz4', '--json'])));
+    expect(one.backups.map((b: { name: string }) => b.name)).toEqual([live[0].name]);
     expect(chainfs(['diff', url(`backup=${live[1].name}&volume=vol-lz4`), '--from', live[0].name]).code).toBe(1);
   });
 });

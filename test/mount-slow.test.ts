@@ -160,12 +160,15 @@ function daemonsFor(mp: string): number[] {
 
 describe('Ctrl-C while the mount is still opening a slow source', () => {
   // [] : bin/chainfs starts the daemon; -o debug: the CLI does (src/cli/launch.ts)
-  for (const extra of [[], ['-o', 'debug']]) {
-    it(`${extra.join(' ') || 'plain'}: exits 130, and the daemon does not mount later, unseen`, async () => {
-      const built = buildReplica({ ...scenario, name: `interrupted${extra.length}`, backing: undefined }, tmp);
+  // Ctrl-C signals the whole foreground job; `kill PID` (a script, a supervisor) the launcher alone
+  const ways = [{ how: 'Ctrl-C', signal: 'SIGINT', group: true }, { how: 'kill PID', signal: 'SIGTERM', group: false }] as const;
+  for (const extra of [[], ['-o', 'debug']]) for (const { how, signal, group } of ways) {
+    it(`${extra.join(' ') || 'plain'}, ${how}: exits 130, and the daemon does not mount later, unseen`, async () => {
+      const name = `interrupted${extra.length}${signal.toLowerCase()}`;
+      const built = buildReplica({ ...scenario, name, backing: undefined }, tmp);
       const replica = path.join(tmp, 'source', path.basename(built.dir));
       fs.cpSync(built.dir, replica, { recursive: true });
-      const mp = path.join(tmp, `mnt-interrupted${extra.length}`);
+      const mp = path.join(tmp, `mnt-${name}`);
       fs.mkdirSync(mp);
       fs.rmSync(gate);
       try {
@@ -177,7 +180,7 @@ describe('Ctrl-C while the mount is still opening a slow source', () => {
         const exited = new Promise<number | null>((resolve) => cli.on('exit', resolve));
         await until('the daemon to wait at the gate, opening the replica', () => waiting() >= 1 && daemonsFor(mp).length === 1);
         const daemon = daemonsFor(mp)[0];
-        process.kill(-cli.pid!, 'SIGINT');
+        process.kill(group ? -cli.pid! : cli.pid!, signal);
         expect(await exited).toBe(130);
         expect(stderr).toBe('chainfs: interrupted; nothing was mounted\n');
         fs.writeFileSync(gate, '');

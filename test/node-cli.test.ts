@@ -98,6 +98,20 @@ describe('inspect ROOT...', () => {
     expect(r.stderr.toString().trim()).toMatch(/: no volume named pvc-dbb \(the data roots hold: pvc-db, pvc-odd, pvc-web\)$/);
   });
 
+  it('--volume: a volume none of whose replicas is usable is held too (inspect reports it; it has no view)', () => {
+    const broken = buildNode([{ cfg: 'v1.11', diskUUID: '0a1b0000-0000-4000-8000-000000000002', replicas: [
+      { id: '2b2b2b2b', scenario: vol('pvc-ok', 13, 1), revisionCounter: 5, headMtimeNs: T },
+      { id: '3c3c3c3c', scenario: vol('pvc-failed', 15, 1), revisionCounter: 5, headMtimeNs: T, error: 'replica failed' },
+    ] }], tmp, 'broken');
+    const r = chainfs(['inspect', ...broken.roots, '--volume', 'pvc-failed']);
+    expect(r.stderr.toString()).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toMatch(/pvc-failed-3c3c3c3c: not usable: Error recorded in volume\.meta: replica failed/);
+    const typo = chainfs(['inspect', ...broken.roots, '--volume', 'pvc-fail']);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr.toString().trim()).toMatch(/: no volume named pvc-fail \(the data roots hold: pvc-failed, pvc-ok\)$/);
+  });
+
   it('text: the pick marked, why, the replicas that are not usable', () => {
     const out = String(chainfsOk(['inspect', ...node.roots]));
     expect(out).toMatch(/pvc-web-9c0d1e2f \*/);

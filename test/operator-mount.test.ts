@@ -71,6 +71,18 @@ describe('-o options', () => {
     }
     expect(chainfs(['mount', '--help']).stdout.toString()).toMatch(/-o, --options <opt,...>[\s\S]*allow_other/);
   });
+
+  it('a usage error the daemon finds once the source is open (--volume on a replica directory) exits 2 in the background too', () => {
+    const mp = path.join(tmp, 'o-volume');
+    fs.mkdirSync(mp);
+    // plain: bin/chainfs reads the daemon's verdict; -o debug: the CLI does (launch.ts); -f: no daemon
+    for (const extra of [[], ['-o', 'debug'], ['-f']]) {
+      const r = chainfs(['mount', built.dir, mp, '--volume', 'x', ...extra]);
+      expect(r.stderr, extra.join(' ')).toBe(`chainfs: ${built.dir}: --volume does not apply to a replica directory (it is for data roots, backup targets and v2 disks)\n`);
+      expect(r.code, extra.join(' ')).toBe(2);
+      expect(isMounted(mp)).toBe(false);
+    }
+  });
 });
 
 describe('the daemon\'s log', () => {
@@ -222,6 +234,28 @@ describe('chainfs umount of a mount that is not chainfs', () => {
       expect(fs.readFileSync(path.join(mp, 'work'), 'utf8')).toBe('in progress');
     } finally {
       execFileSync('umount', ['-l', mp]);
+    }
+  });
+});
+
+describe('a mount point with a long name', () => {
+  it('mounts when its record (and log) names fit in 255 bytes: the claim file\'s name is no longer', () => {
+    const dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'long-')));
+    // %2F per slash: the record's name is exactly 255 bytes
+    const mp = path.join(dir, 'm'.repeat(255 - '.json'.length - encodeURIComponent(`${dir}/`).length));
+    expect(encodeURIComponent(mp).length + '.json'.length).toBe(255);
+    fs.mkdirSync(mp);
+    try {
+      const r = buildReplica(revert, dir);
+      const res = chainfs(['mount', r.dir, mp]);
+      expect(res.stderr).toBe('');
+      expect(res.code).toBe(0);
+      expect(fs.readdirSync(mp)).toContain('volume.img');
+      chainfsOk(['umount', mp]);
+      expect(fs.readdirSync(RUN).filter((n) => n.startsWith(encodeURIComponent(mp)) || n.startsWith('claim-'))).toEqual([]);
+    } finally {
+      if (isMounted(mp)) spawnSync('fusermount', ['-uz', mp]);
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -203,7 +203,9 @@ export function checkVolumeOption(catalog: Catalog, volume: string | undefined):
   if (catalog.kind === 'replica') {
     throw new UsageError(catalog.label, '--volume does not apply to a replica directory (it is for data roots, backup targets and v2 disks)');
   }
-  const names = [...new Set(catalog.views().map((v) => /^volumes\/([^/]+)\//.exec(v.path)?.[1]).filter((n): n is string => !!n))].sort();
+  // every volume, served or not: one whose replicas are all unusable has no view, but inspect reports it
+  const volumes = catalog.volumeNames?.() ?? catalog.views().map((v) => /^volumes\/([^/]+)\//.exec(v.path)?.[1]);
+  const names = [...new Set(volumes.filter((n): n is string => !!n))].sort();
   if (names.includes(volume)) return;
   const held = names.length === 0 ? 'none' : `${names.slice(0, 8).join(', ')}${names.length > 8 ? `, and ${names.length - 8} more` : ''}`;
   throw new ChainfsError(catalog.label, `no volume named ${volume} (${catalog.kind === 'node' ? 'the data roots' : 'the v2 disks'} hold: ${held})`);

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { ChainfsError, fsError, oneLine } from '../errors';
+import { ChainfsError, UsageError, fsError, oneLine } from '../errors';
 import { Log } from '../fuse/log';
 import {
   absoluteMountPoint, claimMountPoint, defaultLogPath, fusermount, isStale, mountAt, removeRecord, writeRecord,
@@ -103,8 +103,9 @@ async function mount(sources: string[], mountPoint: string, opts: MountOptions):
   try {
     await serve(sources, mp, opts, ready);
   } catch (e) {
-    // The waiting parent prints this as its one line; fail() logs it too.
-    ready?.say('error', e instanceof ChainfsError ? e.message : `internal error: ${(e as Error).message}`);
+    // The waiting parent prints this as its one line (and exits 2 for a usage
+    // error found once the source is open, as fail() does); fail() logs it too.
+    ready?.say(e instanceof UsageError ? 'usage' : 'error', e instanceof ChainfsError ? e.message : `internal error: ${(e as Error).message}`);
     throw e;
   }
 }
@@ -203,12 +204,12 @@ function openLog(file: string): number {
 
 /**
  * The daemon's side of the ready pipe: one line per message,
- * `warn TEXT`, then `ok` or `error TEXT`.
+ * `warn TEXT`, then `ok`, `error TEXT` or `usage TEXT` (a usage error found once the source is open).
  */
 class ReadyPipe {
   constructor(private fd: number | undefined) {}
 
-  say(kind: 'warn' | 'ok' | 'error', text = ''): void {
+  say(kind: 'warn' | 'ok' | 'error' | 'usage', text = ''): void {
     if (this.fd === undefined) return;
     try {
       fs.writeSync(this.fd, `${kind}${text ? ` ${oneLine(text)}` : ''}\n`);

@@ -62,8 +62,9 @@ async function run(arg: string, opts: VerifyOptions): Promise<VerifyReport> {
     let last = 0;
     const url = cat.urlSelection; // a backup URL given as the target selects too
     refuseUrlConflicts(cat.label, url, opts);
+    // No conflicts (refused above): --volume repeating the URL's volume keeps the URL's backup.
     const sel = opts.volume !== undefined || opts.backup !== undefined || opts.backingImage !== undefined
-      ? { volume: opts.volume ?? url.volume, backup: opts.backup, backingImage: opts.backingImage }
+      ? { volume: opts.volume ?? url.volume, backup: opts.backup ?? url.backup, backingImage: opts.backingImage }
       : url;
     const report = await verifyTarget(cat, sel,
       tty ? (done, total) => {

@@ -129,12 +129,14 @@ export function writeRecord(mountPoint: string, rec: DaemonRecord): void {
  * left by a daemon that died is taken over. Throws when a live daemon holds it.
  */
 export function claimMountPoint(mountPoint: string): () => void {
-  const file = path.join(runDir(), `${encodeURIComponent(mountPoint)}.claim`);
+  // No longer than the record's name (.json): a mount point whose record fits
+  // must not be refused for its claim's name (ENAMETOOLONG).
+  const file = path.join(runDir(), `${encodeURIComponent(mountPoint)}.lock`);
   fs.mkdirSync(runDir(), { recursive: true, mode: 0o700 });
   // The claim appears with the pid already in it (link of a written file):
   // one created empty and written next was, to a rival reading it between
   // the two, a claim of nobody's, which it removed and took as well.
-  const mine = `${file}.${process.pid}`;
+  const mine = path.join(runDir(), `claim-${process.pid}.tmp`);
   fs.writeFileSync(mine, String(process.pid));
   try {
     for (let attempt = 0; ; attempt++) {

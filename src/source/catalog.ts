@@ -178,6 +178,11 @@ export interface Catalog {
    * files open for writing); asked by mount, which serves anyway and watches.
    */
   inUse?(): string[];
+  /**
+   * Every volume the source holds, served or not (a volume none of whose
+   * replicas is usable has no view): what `--volume` may name.
+   */
+  volumeNames?(): string[];
   /** What `inspect --json` prints. */
   report(): object;
   /** What `inspect` prints (text, ends with a newline). */

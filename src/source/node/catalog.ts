@@ -136,6 +136,10 @@ export class NodeCatalog implements Catalog {
     return out;
   }
 
+  volumeNames(): string[] {
+    return this.volumes.map((v) => v.name);
+  }
+
   /** Every served replica's `snapshots/`, and each volume's `replicas/` (shown even when none is served). */
   directories(): string[] {
     const out: string[] = [];

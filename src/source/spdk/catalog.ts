@@ -76,6 +76,11 @@ export class SpdkCatalog implements Catalog {
     return this.list;
   }
 
+  /** Every volume, with a picked replica or not; by its name (the view path escapes it). */
+  volumeNames(): string[] {
+    return this.model.volumes.map((v) => v.name);
+  }
+
   view(path: string): CatalogView | undefined {
     return this.byPath.get(path);
   }
