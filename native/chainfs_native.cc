@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
@@ -150,6 +151,18 @@ Napi::Value SetPipeSize(const Napi::CallbackInfo& info) {
   if (!Args(info, 2)) return info.Env().Undefined();
   int r = fcntl(static_cast<int>(I64(info[0])), F_SETPIPE_SZ, static_cast<int>(I64(info[1])));
   return Napi::Number::New(info.Env(), r < 0 ? -1 : r);
+}
+
+// tryLock(fd) -> true if flock(LOCK_EX | LOCK_NB) took the lock, false if
+// another open file description holds it; throws on any other error. The
+// kernel drops the lock when the holder's last descriptor closes (or it dies).
+Napi::Value TryLock(const Napi::CallbackInfo& info) {
+  if (!Args(info, 1)) return info.Env().Undefined();
+  int r;
+  do r = flock(static_cast<int>(I64(info[0])), LOCK_EX | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EWOULDBLOCK) return Throw(info.Env(), errno, "flock");
+  return Napi::Boolean::New(info.Env(), r == 0);
 }
 
 // A system call on the libuv pool, settled as a promise: resolved, or
@@ -607,6 +620,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("punchHole", Napi::Function::New(env, PunchHole));
   exports.Set("preadNoWait", Napi::Function::New(env, PreadNoWait));
   exports.Set("setPipeSize", Napi::Function::New(env, SetPipeSize));
+  exports.Set("tryLock", Napi::Function::New(env, TryLock));
   exports.Set("startWritebackAsync", Napi::Function::New(env, StartWritebackAsync));
   exports.Set("willNeedAsync", Napi::Function::New(env, WillNeedAsync));
   return exports;

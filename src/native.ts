@@ -40,6 +40,8 @@ export interface Native {
   preadNoWait(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): number;
   /** fcntl(F_SETPIPE_SZ): the new capacity, or -1 if `fd` is not a pipe or the size is refused. */
   setPipeSize(fd: number, bytes: number): number;
+  /** flock(LOCK_EX | LOCK_NB): true if taken, false if held elsewhere; throws on other errors. Dropped when the holder's descriptor closes or it dies. */
+  tryLock(fd: number): boolean;
   /** sync_file_range(SYNC_FILE_RANGE_WRITE) of the whole file on the thread pool: start writeback, do not wait for the disk. Rejects with the errno (`code`). */
   startWritebackAsync(fd: number): Promise<void>;
   /** posix_fadvise(WILLNEED) of [offset, offset+length) on the thread pool: start reading it into the page cache. Advisory: never rejects. */

@@ -127,3 +127,20 @@ describe('mapped ranges (the export writers\' zero scan and writes)', () => {
     fs.closeSync(fd);
   });
 });
+
+describe('tryLock (the mount-point claim)', () => {
+  it('one open file description holds it; another is refused until the first closes; a child process is refused too', () => {
+    const file = path.join(tmp, 'claim.lock');
+    const a = fs.openSync(file, 'a+');
+    const b = fs.openSync(file, 'a+');
+    expect(native.tryLock(a)).toBe(true);
+    expect(native.tryLock(b)).toBe(false);
+    const other = execFileSync(process.execPath, ['-e',
+      `const {native}=require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'native'))});process.stdout.write(String(native.tryLock(require('fs').openSync(${JSON.stringify(file)},'a+'))))`]).toString();
+    expect(other).toBe('false');
+    fs.closeSync(a);
+    expect(native.tryLock(b)).toBe(true);
+    fs.closeSync(b);
+    expect(() => native.tryLock(-1)).toThrow(/EBADF|flock/);
+  });
+});

@@ -125,49 +125,63 @@ export function writeRecord(mountPoint: string, rec: DaemonRecord): void {
  * Claims `mountPoint` for this daemon from its checks until it is mounted
  * (release then): two `chainfs mount`s started at once on one empty
  * directory both passed the checks and stacked two mounts there, with one
- * record. The claim is a file created exclusively in the run directory; one
- * left by a daemon that died is taken over. Throws when a live daemon holds it.
+ * record. The claim is an flock(2) on `<mount point>.lock` in the run
+ * directory, held through this process's descriptor: the kernel drops it
+ * when the daemon exits or dies, so a claim is never stale and never has to
+ * be taken over (reading and removing a dead daemon's claim file let a
+ * rival's fresh claim be removed in between). The file holds the holder's
+ * pid, for the message. Throws ChainfsError (busy) when another process
+ * holds it.
  */
 export function claimMountPoint(mountPoint: string): () => void {
+  const { native } = require('../native') as typeof import('../native'); // the addon: only a mounting daemon needs it here
   // No longer than the record's name (.json): a mount point whose record fits
   // must not be refused for its claim's name (ENAMETOOLONG).
   const file = path.join(runDir(), `${encodeURIComponent(mountPoint)}.lock`);
   fs.mkdirSync(runDir(), { recursive: true, mode: 0o700 });
-  // The claim appears with the pid already in it (link of a written file):
-  // one created empty and written next was, to a rival reading it between
-  // the two, a claim of nobody's, which it removed and took as well.
-  const mine = path.join(runDir(), `claim-${process.pid}.tmp`);
-  fs.writeFileSync(mine, String(process.pid));
-  try {
-    for (let attempt = 0; ; attempt++) {
+  for (;;) {
+    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    let held = false;
+    try {
+      if (!native.tryLock(fd)) {
+        // The pid may not be written yet, or be a dead daemon's the holder has not overwritten yet.
+        const holder = readClaim(fd);
+        const shown = holder !== undefined && isAlive(holder) ? holder : undefined;
+        throw new ChainfsError(mountPoint, `mount point is busy: another chainfs mount${shown ? ` (pid ${shown})` : ''} is being set up there`);
+      }
+      // The holder before us may have removed the file after we opened it:
+      // a lock on a file no longer at that path claims nothing.
+      let current: fs.Stats | undefined;
       try {
-        fs.linkSync(mine, file);
-        return () => {
-          if (readClaim(file) === process.pid) fs.rmSync(file, { force: true });
-        };
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        current = fs.statSync(file);
+      } catch {
+        current = undefined;
       }
-      const holder = readClaim(file);
-      if (holder !== undefined && holder !== process.pid && isAlive(holder) && isChainfsDaemon(holder)) {
-        throw new ChainfsError(mountPoint, `mount point is busy: another chainfs mount (pid ${holder}) is being set up there`);
-      }
-      if (attempt > 0) throw new ChainfsError(mountPoint, `mount point is busy: ${file} keeps coming back`);
-      fs.rmSync(file, { force: true }); // left by a daemon that died
+      if (!current || current.ino !== fs.fstatSync(fd).ino) continue;
+      fs.ftruncateSync(fd, 0);
+      fs.writeSync(fd, String(process.pid), 0);
+      held = true;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        fs.rmSync(file, { force: true }); // removed while still locked: a rival that opened it sees it gone and retries
+        fs.closeSync(fd);
+      };
+    } finally {
+      if (!held) fs.closeSync(fd);
     }
-  } finally {
-    fs.rmSync(mine, { force: true });
   }
 }
 
-function readClaim(file: string): number | undefined {
-  try {
-    const pid = Number(fs.readFileSync(file, 'utf8'));
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
+/** The pid written in a claim file, or undefined. */
+function readClaim(fd: number): number | undefined {
+  const buf = Buffer.alloc(32);
+  const n = fs.readSync(fd, buf, 0, buf.length, 0);
+  const pid = Number(buf.subarray(0, n).toString('utf8'));
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
+
 
 export function readRecord(mountPoint: string): DaemonRecord | undefined {
   try {
