@@ -22,6 +22,11 @@ export function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** `a, b, c, and 5 more`: the first `max` names of a list for a one-line message. */
+export function nameList(names: readonly string[], max = 8): string {
+  return `${names.slice(0, max).join(', ')}${names.length > max ? `, and ${names.length - max} more` : ''}`;
+}
+
 /**
  * "did you mean a, b, c?" with the names nearest to `query` (edit distance),
  * or the short list when there are few; never a line of 40 names.

@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ChainfsError, UsageError, fsError, oneLine } from '../errors';
 import type { Catalog, CatalogView, OpenedView, ViewSelector } from '../source/catalog';
 import { errorCode, errorDocument, jsonRequested } from './json';
+import { compareText, nameList } from '../text';
 import { mibToBytes } from '../units';
 
 export const EXIT_FAILURE = 1;
@@ -200,14 +201,12 @@ export async function openCatalog(args: string[], o: SourceCliOptions & { cacheM
  */
 export function checkVolumeOption(catalog: Catalog, volume: string | undefined): void {
   if (volume === undefined || catalog.kind === 'backupstore') return;
-  if (catalog.kind === 'replica') {
-    throw new UsageError(catalog.label, '--volume does not apply to a replica directory (it is for data roots, backup targets and v2 disks)');
-  }
+  // A replica directory refuses --volume itself, as for map and cat (UsageError).
+  if (catalog.kind === 'replica') catalog.select({ volume });
   // every volume, served or not: one whose replicas are all unusable has no view, but inspect reports it
-  const volumes = catalog.volumeNames?.() ?? catalog.views().map((v) => /^volumes\/([^/]+)\//.exec(v.path)?.[1]);
-  const names = [...new Set(volumes.filter((n): n is string => !!n))].sort();
+  const names = [...(catalog.volumeNames?.() ?? [])].sort(compareText);
   if (names.includes(volume)) return;
-  const held = names.length === 0 ? 'none' : `${names.slice(0, 8).join(', ')}${names.length > 8 ? `, and ${names.length - 8} more` : ''}`;
+  const held = names.length === 0 ? 'none' : nameList(names);
   throw new ChainfsError(catalog.label, `no volume named ${volume} (${catalog.kind === 'node' ? 'the data roots' : 'the v2 disks'} hold: ${held})`);
 }
 

@@ -151,12 +151,7 @@ export function claimMountPoint(mountPoint: string): () => void {
       }
       // The holder before us may have removed the file after we opened it:
       // a lock on a file no longer at that path claims nothing.
-      let current: fs.Stats | undefined;
-      try {
-        current = fs.statSync(file);
-      } catch {
-        current = undefined;
-      }
+      const current = fs.statSync(file, { throwIfNoEntry: false });
       if (!current || current.ino !== fs.fstatSync(fd).ino) continue;
       fs.ftruncateSync(fd, 0);
       fs.writeSync(fd, String(process.pid), 0);
@@ -181,7 +176,6 @@ function readClaim(fd: number): number | undefined {
   const pid = Number(buf.subarray(0, n).toString('utf8'));
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
-
 
 export function readRecord(mountPoint: string): DaemonRecord | undefined {
   try {

@@ -32,6 +32,7 @@ import { BACKING_IMAGE_BLOCKS, DEFAULT_BLOCK_SIZE, blockKey, volumeBlocksDir, vo
 import { renderCatalog } from './render';
 import { MAX_CFG_BYTES, type BackupTarget } from './target';
 import type { TargetArg } from './url';
+import { nameList } from '../../text';
 import { mibToBytes } from '../../units';
 
 /** Data roots given after the target, as providers of backing images only (backing-roots.ts). */
@@ -393,8 +394,7 @@ export class BackupstoreCatalog implements Catalog {
 /** ` (there are: a, b, c)` for a refusal: the first 8 names and how many more; '' for none. */
 export function choices(names: string[]): string {
   if (names.length === 0) return '';
-  const shown = names.slice(0, 8).join(', ');
-  return ` (there ${names.length === 1 ? 'is' : 'are'}: ${shown}${names.length > 8 ? `, and ${names.length - 8} more` : ''})`;
+  return ` (there ${names.length === 1 ? 'is' : 'are'}: ${nameList(names)})`;
 }
 
 function newestComplete(backups: BackupEntry[]): BackupEntry | undefined {
